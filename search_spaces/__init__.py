@@ -1,0 +1,1 @@
+"""One declarations-only module per project; see ``studies.space`` for the contract."""

@@ -1,0 +1,31 @@
+"""The `tune` service: load a search space, run its study on Ray Tune with ASHA, keep every result in Optuna.
+
+The search-space module contract (one declarations-only file per project in ``search_spaces/``):
+
+``CONFIG``      the training config as a nested dict, as the researcher's YAML has it; leaves are fixed
+                values or knobs (:class:`Float`, :class:`Int`, :class:`Categorical`, optionally
+                conditional: ``when={"parent.knob": value}``). A knob's name is its dotted path.
+``BASELINES``   the log's documented configs by name, ``{"v2": {"loss_weights.dice_weight": 0.4}}``;
+                they run first, once per study.
+``OBJECTIVES``  ``[Objective(name, direction), ...]``; the first drives ASHA and the sampler, all are
+                recorded and selectable (``tune best --by``).
+``BUDGET``      ``Budget(max_epochs, grace_period, reduction_factor, trials)``.
+``RESOURCES``   ``Resources(cpus, gpus)`` per trial (fractional GPUs pack trials on one GPU).
+``TRAINER``     a :class:`trainers.base.TrainerFamily` subclass.
+``SAMPLER``     optional default sampler: tpe, random, grid, cmaes, gp, nsga2.
+
+The export schema is ``CONFIG``: an exported trial is ``CONFIG`` with the trial's values in place.
+
+Example::
+
+    from studies import Budget, Float, Objective, load_space
+
+    space = load_space("search_spaces/vesuvius.py")   # validated; SpaceError says what to fix
+    print(space.knobs["loss_weights.dice_weight"])     # Float(low=0.1, high=0.6, ...)
+
+Commands (see ``tune --help``): run, resume, ls, show, best, export, train, dashboard.
+"""
+
+from studies.space import Budget, Categorical, Float, Int, Objective, Resources, Space, SpaceError, load_space
+
+__all__ = ["Budget", "Categorical", "Float", "Int", "Objective", "Resources", "Space", "SpaceError", "load_space"]

@@ -1,0 +1,317 @@
+"""The bridge between Ray Tune and the Optuna storage.
+
+Stock ``ray.tune.search.optuna.OptunaSearch`` tells Optuna that a trial ASHA stopped is COMPLETE
+with its last low-epoch value, which poisons the sampler and every later question about the study.
+:class:`OptunaBridge` records what really happened, in the storage, as it happens:
+
+- every validation epoch: the first objective as an intermediate value (``trial.report``), and the
+  path of the epoch's checkpoint;
+- a trial that trained ``max_epochs``: COMPLETE with its final first-objective value;
+- a trial ASHA stopped earlier: PRUNED, with the epoch it reached;
+- a trial that raised: FAIL with the error's last line, the traceback kept;
+- a non-finite objective: FAIL with reason "diverged";
+- always: final and best-epoch metrics, epochs, train seconds, device, the space file's hash.
+
+A trial interrupted with its driver (Ctrl-C, kill -9, time budget) stays RUNNING with its checkpoint
+path; the next driver on the study continues it (see :func:`studies.run.orphaned_trials`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+from studies.space import Space
+
+# User attributes the bridge writes on each trial (the dashboard shows them as columns).
+ATTR_BASELINE = "baseline"
+ATTR_REASON = "fail_reason"
+ATTR_TRACEBACK = "traceback"
+ATTR_EPOCHS = "epochs"
+ATTR_TRAIN_SECONDS = "train_seconds"
+ATTR_DEVICE = "device"
+ATTR_SPACE_SHA = "space_sha256"
+ATTR_CHECKPOINT = "checkpoint"
+ATTR_DRIVER = "driver"
+ATTR_BEST_EPOCH = "best_epoch"
+ATTR_BEST_EPOCH_METRICS = "best_epoch_metrics"
+ATTR_TRAINING_CONFIG = "training_config"  # the full nested config as JSON: what `tune export` writes
+METRIC_PREFIX = "metric."  # final value of each reported metric: metric.val_loss, metric.dice, ...
+RESULT_ERROR = "trial_error"
+RESULT_TRACEBACK = "trial_traceback"
+RESULT_DEVICE = "device"
+RESULT_EPOCH = "epoch"
+RESULT_EPOCH_SECONDS = "epoch_seconds"
+# Ray adds these to every result; they are not the model's metrics.
+RAY_RESULT_KEYS = {
+    "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "done", "pid", "hostname",
+    "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "trial_id",
+    "experiment_tag", "config", "should_checkpoint",
+    RESULT_EPOCH, RESULT_EPOCH_SECONDS,  # kept as the epochs and train_seconds attributes instead
+}  # fmt: skip
+
+
+def driver_id() -> str:
+    """Which driver process owns a running trial: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def model_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers the trainer reported, without Ray's bookkeeping."""
+    return {
+        name: float(value)
+        for name, value in result.items()
+        if name not in RAY_RESULT_KEYS and not name.startswith("config/") and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+@dataclass
+class _Running:
+    """What the driver knows about one live trial."""
+
+    trial: optuna.Trial
+    epoch: int = 0  # the last epoch reported, by this driver or, for a continued trial, an earlier one
+    best_value: float | None = None
+    best_epoch: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    last_result: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+@dataclass
+class Counts:
+    """Finished trials by state, for the live view."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    best: float | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+class OptunaBridge(Searcher):
+    """A Ray Tune searcher whose every decision and record goes through an Optuna study."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: Space,
+        *,
+        max_epochs: int,
+        new_trials: int,
+        orphans: Iterable[optuna.trial.FrozenTrial] = (),
+        counts: Counts | None = None,
+    ):
+        objective = space.objectives[0]
+        super().__init__(metric=objective.name, mode="min" if objective.direction == "minimize" else "max")
+        self.study = study
+        self.space = space
+        self.max_epochs = max_epochs
+        self.new_trials_left = new_trials
+        self.orphans = list(orphans)
+        self.counts = counts or Counts()
+        self.running: dict[str, _Running] = {}
+        self.space_sha = space.file_sha256
+        self.driver = driver_id()
+
+    # -- Ray's Searcher interface ------------------------------------------------------------
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.orphans:
+            frozen = self.orphans.pop(0)
+            trial = optuna.Trial(self.study, frozen._trial_id)
+            params = dict(frozen.params)
+            resume_from = frozen.user_attrs.get(ATTR_CHECKPOINT)
+            epoch = max(frozen.intermediate_values, default=0)
+            last_result = {RESULT_EPOCH: epoch, self.metric: frozen.intermediate_values[epoch]} if epoch else {}
+            train_seconds = float(frozen.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0))
+        elif self.new_trials_left > 0:
+            self.new_trials_left -= 1
+            trial = self.study.ask()
+            params = self.space.suggest(trial)
+            trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
+            resume_from = None
+            epoch, last_result, train_seconds = 0, {}, 0.0
+        else:
+            return Searcher.FINISHED
+        trial.set_user_attr(ATTR_DRIVER, self.driver)
+        trial.set_user_attr(ATTR_SPACE_SHA, self.space_sha)
+        self.running[trial_id] = _Running(trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds)
+        self.counts.running += 1
+        return {
+            "optuna_trial": trial.number,
+            "params": params,
+            "training_config": self.space.training_config(params),
+            "space_path": str(self.space.path),
+            "max_epochs": self.max_epochs,
+            "objective": self.metric,
+            "resume_from": resume_from,
+        }
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        live = self.running.get(trial_id)
+        if live is not None:
+            self._absorb(live, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if error:
+            return  # Ray's own failure (worker died past its retries): RecordRayEvents tells it with Ray's message
+        live = self.running.pop(trial_id, None)
+        if live is None:
+            return
+        self.counts.running -= 1
+        if result:
+            # Ray skips on_trial_result for the result on which the scheduler stops a trial.
+            self._absorb(live, result)
+        result = live.last_result
+        if RESULT_ERROR in result:
+            self._fail(live, result[RESULT_ERROR], result.get(RESULT_TRACEBACK, ""), result)
+            return
+        value = result.get(self.metric)
+        epochs = live.epoch
+        if value is None:
+            self._fail(live, f"the trainer reported no {self.metric}", "", result)
+        elif not math.isfinite(value):
+            self._fail(live, "diverged", f"{self.metric} became {value} at epoch {epochs}", result)
+        elif epochs >= self.max_epochs:
+            self._record(live, result, epochs)
+            self.study.tell(live.trial, float(value), state=TrialState.COMPLETE)
+            self.counts.complete += 1
+            if self.counts.best is None or self._better(value, self.counts.best):
+                self.counts.best = float(value)
+        else:
+            self._record(live, result, epochs)
+            self.study.tell(live.trial, state=TrialState.PRUNED)
+            self.counts.pruned += 1
+
+    def fail_from_ray(self, trial_id: str, reason: str, traceback_text: str) -> None:
+        """A trial Ray gave up on (its worker died more often than the retry limit)."""
+        live = self.running.pop(trial_id, None)
+        if live is not None:
+            self.counts.running -= 1
+            self._fail(live, reason, traceback_text, live.last_result)
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Nothing to save: the Optuna storage holds the searcher's whole state."""
+
+    def record_checkpoint(self, trial_id: str, path: str) -> None:
+        live = self.running.get(trial_id)
+        if live is not None:
+            live.trial.set_user_attr(ATTR_CHECKPOINT, path)
+            # Kept with the checkpoint so a continued trial's compute is counted whole.
+            live.trial.set_user_attr(ATTR_TRAIN_SECONDS, round(live.train_seconds, 3))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _absorb(self, live: _Running, result: Mapping[str, Any]) -> None:
+        """Record one validation epoch's result once, however Ray delivers it."""
+        epoch = int(result.get(RESULT_EPOCH, 0))
+        if RESULT_ERROR in result:
+            live.last_result = dict(result)
+            return
+        if epoch <= live.epoch and live.last_result:
+            return
+        live.last_result = dict(result)
+        live.epoch = epoch
+        live.train_seconds += float(result.get(RESULT_EPOCH_SECONDS, 0.0))
+        value = result.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        live.trial.report(float(value), step=epoch)
+        if live.best_value is None or self._better(value, live.best_value):
+            live.best_value, live.best_epoch = float(value), epoch
+            live.best_metrics = model_metrics(result)
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+    def _record(self, live: _Running, result: Mapping[str, Any], epochs: int) -> None:
+        metrics = model_metrics(result)
+        attrs: dict[str, Any] = {f"{METRIC_PREFIX}{name}": value for name, value in metrics.items()}
+        attrs.update(
+            {
+                ATTR_EPOCHS: epochs,
+                ATTR_TRAIN_SECONDS: round(live.train_seconds, 3),
+                ATTR_DEVICE: result.get(RESULT_DEVICE, "unknown"),
+                ATTR_BEST_EPOCH: live.best_epoch,
+                ATTR_BEST_EPOCH_METRICS: json.dumps(live.best_metrics),
+            }
+        )
+        for name, value in attrs.items():
+            live.trial.set_user_attr(name, value)
+
+    def _fail(self, live: _Running, reason: str, traceback_text: str, result: Mapping[str, Any]) -> None:
+        self._record(live, result, live.epoch)
+        live.trial.set_user_attr(ATTR_REASON, reason)
+        if traceback_text:
+            live.trial.set_user_attr(ATTR_TRACEBACK, traceback_text[-8000:])
+        self.study.tell(live.trial, state=TrialState.FAIL)
+        self.counts.failed += 1
+
+
+class RecordRayEvents(Callback):
+    """Hands the bridge what only Ray's callbacks see: checkpoint paths and Ray's own trial errors."""
+
+    def __init__(self, bridge: OptunaBridge):
+        self.bridge = bridge
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        self.bridge.record_checkpoint(trial.trial_id, checkpoint.path)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        text = ""
+        if trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file) as handle:
+                text = handle.read()
+        last_line = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "Ray trial error")
+        self.bridge.fail_from_ray(trial.trial_id, last_line.strip(), text)
+
+
+class LiveView(Callback):
+    """One concise progress line: running / complete / pruned / failed, best so far, elapsed time."""
+
+    def __init__(self, counts: Counts, total: int, objective: str):
+        from tqdm import tqdm
+
+        self.counts = counts
+        self.objective = objective
+        self.started = time.monotonic()
+        self.bar = tqdm(total=total, initial=counts.finished, unit="trial", dynamic_ncols=True, leave=True)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        best = "-" if self.counts.best is None else f"{self.counts.best:.4g}"
+        self.bar.set_postfix_str(
+            f"running {self.counts.running} | complete {self.counts.complete} | pruned {self.counts.pruned} "
+            f"| failed {self.counts.failed} | best {self.objective} {best}",
+            refresh=False,
+        )
+        self.bar.n = min(self.counts.finished, self.bar.total)
+        self.bar.refresh()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._refresh()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._refresh()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._refresh()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._refresh()
+        self.bar.close()

@@ -1,0 +1,242 @@
+"""The ``tune`` command. Ray's own ``tune`` subcommands (ls PATH, lsx, list-trials, list-experiments,
+add-note) are forwarded to Ray's CLI, since installing this project replaces Ray's ``tune`` script."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Sequence
+
+RAY_SUBCOMMANDS = {"lsx", "list-trials", "list-experiments", "add-note"}
+
+
+def _is_ray_command(argv: Sequence[str]) -> bool:
+    """Ray's subcommands; ``ls`` is Ray's when given an experiment path, ours (list studies) otherwise."""
+    if not argv:
+        return False
+    if argv[0] in RAY_SUBCOMMANDS:
+        return True
+    return argv[0] == "ls" and any(not arg.startswith("-") for arg in argv[1:])
+
+
+def _forward_to_ray(argv: Sequence[str]) -> int:
+    from ray.tune.cli.scripts import cli
+
+    return cli.main(args=list(argv), prog_name="tune", standalone_mode=True)
+
+
+def _storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        help="Optuna storage URL: sqlite:///FILE.db, postgresql://..., mysql://..., journal:FILE.log "
+        "(default: $TUNE_STORAGE or sqlite:///tune_runs/tune.db)",
+    )
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    _storage_option(parser)
+    parser.add_argument("--sampler", help="Optuna sampler: tpe (default), random, grid, cmaes, gp, nsga2")
+    parser.add_argument("--trials", type=int, help="finished trials the study should hold (default: the space's budget)")
+    parser.add_argument("--max-epochs", type=int, help="epochs of a trial that is never pruned")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop all trials after this long; resume later")
+    parser.add_argument("--address", help="an existing Ray cluster's address (default: start a local Ray)")
+    parser.add_argument("--seed", type=int, help="seed of the sampler")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own output")
+
+
+def _selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--by", metavar="METRIC", help="choose the best COMPLETE trial by this metric (default: the first objective)")
+    parser.add_argument(
+        "--where", action="append", default=[], metavar="METRIC=LOW..HIGH",
+        help="keep only trials with METRIC in [LOW, HIGH]; repeatable; either side may be empty",
+    )  # fmt: skip
+    direction = parser.add_mutually_exclusive_group()
+    direction.add_argument("--maximize", dest="maximize", action="store_true", default=None, help="larger --by is better")
+    direction.add_argument("--minimize", dest="maximize", action="store_false", help="smaller --by is better")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tune",
+        description="Hyperparameter studies: Ray Tune schedules the trials, ASHA stops the poor ones, "
+        "Optuna chooses configs and keeps every result. Ray's own `tune` subcommands "
+        "(ls EXPERIMENT_PATH, lsx, list-trials, list-experiments, add-note) still work.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run or continue a study of a search-space module")
+    run.add_argument("space", help="search-space module, e.g. search_spaces/vesuvius.py")
+    run.add_argument("--study", help="study name (default: the module's name)")
+    _run_options(run)
+
+    resume = commands.add_parser("resume", help="continue an interrupted study")
+    resume.add_argument("study")
+    _run_options(resume)
+
+    ls = commands.add_parser("ls", help="studies in the storage: trials by state and best values")
+    _storage_option(ls)
+
+    show = commands.add_parser("show", help="the top trials of a study with their metrics and params")
+    show.add_argument("study")
+    show.add_argument("--top", type=int, default=10)
+    _storage_option(show)
+
+    best = commands.add_parser("best", help="the best trial by any recorded metric, within bounds")
+    best.add_argument("study")
+    _selection_options(best)
+    _storage_option(best)
+
+    export = commands.add_parser("export", help="write a trial's full training config as YAML")
+    export.add_argument("study")
+    export.add_argument("--trial", type=int, help="trial number (default: the best by --by)")
+    export.add_argument("-o", "--output", required=True, help="YAML file to write")
+    _selection_options(export)
+    _storage_option(export)
+
+    train = commands.add_parser("train", help="train one config (e.g. an export) outside any study")
+    train.add_argument("space")
+    train.add_argument("--config", required=True, help="training YAML, e.g. from `tune export`")
+    train.add_argument("--max-epochs", type=int)
+
+    dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on the storage")
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    _storage_option(dashboard)
+    return parser
+
+
+def _print_table(table) -> None:
+    import pandas as pd
+
+    if table.empty:
+        print("(no trials)")
+        return
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.4g}".format):
+        print(table.to_string(index=False))
+
+
+def _describe_trial(trial) -> str:
+    from studies.bridge import ATTR_BASELINE, METRIC_PREFIX
+
+    lines = [f"trial {trial.number} ({trial.state.name}{', baseline ' + trial.user_attrs[ATTR_BASELINE] if ATTR_BASELINE in trial.user_attrs else ''})"]
+    lines += [f"  {k[len(METRIC_PREFIX):]} = {v:.6g}" for k, v in sorted(trial.user_attrs.items()) if k.startswith(METRIC_PREFIX)]
+    lines += [f"  param {k} = {v}" for k, v in trial.params.items()]
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace, space_path: str, study_name: str | None) -> int:
+    from studies.run import RunOptions, run_study
+    from studies.space import load_space
+
+    space = load_space(space_path)
+    options = RunOptions(
+        study=study_name,
+        storage=args.storage,
+        sampler=args.sampler,
+        trials=args.trials,
+        max_epochs=args.max_epochs,
+        time_budget_s=args.time_budget,
+        address=args.address,
+        seed=args.seed,
+        verbose=args.verbose,
+        command="tune " + shlex.join(sys.argv[1:]),
+    )
+    study = run_study(space, options)
+    from studies.catalog import trials_table
+
+    print(f"\nstudy {study.study_name}: top trials")
+    _print_table(trials_table(study, top=5))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from studies.space import SpaceError, load_space
+    from trainers.base import fit
+
+    space = load_space(args.space)
+    try:
+        with open(args.config) as stream:
+            config = yaml.safe_load(stream)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpaceError(f"cannot read --config {args.config}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(config, dict):
+        raise SpaceError(f"--config {args.config} is not a YAML mapping of training settings")
+    max_epochs = args.max_epochs or space.budget.max_epochs
+
+    def report(metrics: dict[str, float], checkpoint_dir: str) -> None:
+        shown = ", ".join(f"{name} {metrics[name]:.4g}" for name in [o.name for o in space.objectives] if name in metrics)
+        print(f"epoch {int(metrics['epoch'])}/{max_epochs}: {shown}", flush=True)
+
+    metrics = fit(space.trainer(), config, max_epochs=max_epochs, report=report)
+    print("final metrics:")
+    for name, value in sorted(metrics.items()):
+        print(f"  {name} = {value:.6g}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from studies.storage import default_url, open_storage
+
+    storage = open_storage(args.storage, create=False)
+    print(f"optuna-dashboard for {args.storage or default_url()} at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    run_server(storage, host=args.host, port=args.port)
+    return 0
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from studies import catalog, export
+
+    if args.command == "run":
+        return _run(args, args.space, args.study)
+    if args.command == "resume":
+        from studies.run import STUDY_SPACE_PATH
+
+        study = catalog.load_study(args.study, args.storage)
+        return _run(args, study.user_attrs[STUDY_SPACE_PATH], args.study)
+    if args.command == "ls":
+        _print_table(catalog.list_studies(args.storage))
+        return 0
+    if args.command == "show":
+        _print_table(catalog.trials_table(catalog.load_study(args.study, args.storage), top=args.top))
+        return 0
+    if args.command in ("best", "export"):
+        study = catalog.load_study(args.study, args.storage)
+        bounds = [catalog.Bound.parse(text) for text in args.where]
+        trial = catalog.select_trial(
+            study, trial_number=getattr(args, "trial", None), by=args.by, bounds=bounds, maximize=args.maximize
+        )
+        if args.command == "best":
+            print(_describe_trial(trial))
+        else:
+            path = export.write_export(study, trial, args.output)
+            print(f"wrote trial {trial.number} of {study.study_name} to {path}")
+        return 0
+    if args.command == "train":
+        return _train(args)
+    return _dashboard(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _is_ray_command(argv):
+        return _forward_to_ray(argv)
+    args = build_parser().parse_args(argv)
+    from studies.catalog import SelectionError
+    from studies.export import ExportError
+    from studies.run import StudyError
+    from studies.space import SpaceError
+    from studies.storage import StorageError
+
+    try:
+        return dispatch(args)
+    except (SpaceError, StorageError, StudyError, SelectionError, ExportError) as exc:
+        print(f"tune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tune: interrupted; `tune resume STUDY` continues the study", file=sys.stderr)
+        return 130

@@ -1,0 +1,316 @@
+"""What a search-space module declares, and loading one with clear errors.
+
+A search-space module (one file per project in ``search_spaces/``) is declarations only:
+
+``CONFIG``      the researcher's training config as a nested dict. Each leaf is either a fixed value
+                (written to the exported YAML as is) or a knob: :class:`Float`, :class:`Int` or
+                :class:`Categorical`. A knob's name is its dotted path (``loss_weights.dice_weight``).
+                A knob with ``when={"noise.enabled": True}`` is only searched when that knob has that
+                value (a conditional knob).
+``BASELINES``   the configs the log documents, by the log's names: ``{"v2": {"dotted.knob": value}}``
+                (nested dicts are accepted too). They run first, once per study.
+``OBJECTIVES``  :class:`Objective` list. The first drives ASHA and Optuna's sampler; all are recorded
+                and selectable with ``tune best --by``.
+``BUDGET``      :class:`Budget`: max epochs, ASHA grace period and reduction factor, default trials.
+``RESOURCES``   :class:`Resources` per trial: CPUs and GPUs (a fraction packs trials on one GPU).
+``TRAINER``     a ``trainers.base.TrainerFamily`` subclass: what trains one config.
+``SAMPLER``     optional, the default Optuna sampler: tpe, random, grid, cmaes, gp or nsga2.
+
+The export schema is ``CONFIG`` itself: exporting a trial puts its values at the knobs' places.
+
+Example::
+
+    from studies.space import Budget, Float, Objective, Resources
+    from trainers.segmentation import SurfaceSegmentation
+
+    TRAINER = SurfaceSegmentation
+    CONFIG = {"optimizer": {"lr": Float(1e-5, 1e-2, log=True), "name": "AdamW"}}
+    BASELINES = {"v1": {"optimizer.lr": 1e-4}}
+    OBJECTIVES = [Objective("val_loss", "minimize")]
+    BUDGET = Budget(max_epochs=8, grace_period=2, reduction_factor=2, trials=12)
+    RESOURCES = Resources(cpus=1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Mapping, Sequence
+
+import optuna
+
+
+class SpaceError(ValueError):
+    """A search-space module that cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Float:
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    when: Mapping[str, Any] | None = None
+    grid: Sequence[float] | None = None  # the values `--sampler grid` tries
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+
+
+@dataclass(frozen=True)
+class Int:
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+    when: Mapping[str, Any] | None = None
+    grid: Sequence[int] | None = None
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    choices: Sequence[Any]
+    when: Mapping[str, Any] | None = None
+
+    @property
+    def grid(self) -> Sequence[Any]:
+        return self.choices
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.CategoricalDistribution(list(self.choices))
+
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+
+Knob = Float | Int | Categorical
+DIRECTIONS = ("minimize", "maximize")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2")
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str = "minimize"
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_epochs: int
+    grace_period: int = 1
+    reduction_factor: int = 3
+    trials: int = 20
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1
+    gpus: float = 0
+
+
+@dataclass
+class Space:
+    """A loaded, validated search-space module."""
+
+    name: str
+    path: Path
+    config: dict[str, Any]
+    knobs: dict[str, Knob]
+    fixed: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    objectives: list[Objective]
+    budget: Budget
+    resources: Resources
+    trainer: type
+    sampler: str = "tpe"
+    module: ModuleType | None = field(default=None, repr=False)
+
+    @property
+    def file_sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of what the study depends on (knobs and objectives), not of comments or layout."""
+        described = {
+            "knobs": {name: repr(knob) for name, knob in sorted(self.knobs.items())},
+            "objectives": [(o.name, o.direction) for o in self.objectives],
+        }
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+    def objective(self, name: str) -> Objective | None:
+        return next((o for o in self.objectives if o.name == name), None)
+
+    def active(self, name: str, params: Mapping[str, Any]) -> bool:
+        """Whether a conditional knob is searched, given the values chosen so far."""
+        when = self.knobs[name].when or {}
+        return all(params.get(parent) == value for parent, value in when.items())
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """Ask Optuna for every active knob, parents before their conditional children."""
+        params: dict[str, Any] = {}
+        for name in self.knobs:
+            if self.active(name, params):
+                params[name] = self.knobs[name].suggest(trial, name)
+        return params
+
+    def training_config(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The full nested training config: fixed values, and the knobs' values at their places."""
+        values = {**self.fixed, **params}
+        return nest(values, order=flatten(self.config).keys())
+
+    def grid(self) -> dict[str, list[Any]]:
+        missing = [n for n, k in self.knobs.items() if not k.grid]
+        if missing:
+            raise SpaceError(
+                f"--sampler grid needs grid=[...] values on every knob; {self.name} lacks them on {', '.join(missing)}"
+            )
+        if any(k.when for k in self.knobs.values()):
+            raise SpaceError(f"--sampler grid cannot search conditional knobs; use tpe or random for {self.name}")
+        return {n: list(k.grid) for n, k in self.knobs.items()}
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, keeping order; knobs are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, prefix=f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def nest(flat: Mapping[str, Any], order: Sequence[str] | None = None) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``; keys follow ``order`` where given."""
+    keys = [k for k in (order or []) if k in flat] + [k for k in flat if k not in set(order or [])]
+    nested: dict[str, Any] = {}
+    for dotted in keys:
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = flat[dotted]
+    return nested
+
+
+def load_module(path: str | Path) -> ModuleType:
+    """Import a Python file by path (its folder becomes importable, as with ``python FILE``)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise SpaceError(f"search space {path} does not exist; pass the path of a .py file such as search_spaces/vesuvius.py")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(f"tune_space_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise SpaceError(f"search space {path} is not a Python module; pass a .py file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: any error is reported in one line
+        raise SpaceError(f"search space {path.name} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+REQUIRED = ("CONFIG", "OBJECTIVES", "BUDGET", "TRAINER")
+
+
+def load_space(path: str | Path) -> Space:
+    """Load and validate a search-space module; raises :class:`SpaceError` with what to fix."""
+    module = load_module(path)
+    path = Path(path).resolve()
+    where = path.name
+    missing = [name for name in REQUIRED if not hasattr(module, name)]
+    if missing:
+        raise SpaceError(f"{where} lacks {', '.join(missing)}; a search space declares {', '.join(REQUIRED)} (see README)")
+    if not isinstance(module.CONFIG, Mapping):
+        raise SpaceError(f"{where}: CONFIG must be a nested dict of fixed values and knobs")
+    flat = flatten(module.CONFIG)
+    knobs = {name: value for name, value in flat.items() if isinstance(value, (Float, Int, Categorical))}
+    fixed = {name: value for name, value in flat.items() if name not in knobs}
+    if not knobs:
+        raise SpaceError(f"{where}: CONFIG has no knob; mark what to search with Float, Int or Categorical")
+    for name, knob in knobs.items():
+        _check_knob(where, name, knob, knobs)
+    objectives = list(module.OBJECTIVES)
+    if not objectives or not all(isinstance(o, Objective) for o in objectives):
+        raise SpaceError(f"{where}: OBJECTIVES must be a non-empty list of Objective(name, direction)")
+    for objective in objectives:
+        if objective.direction not in DIRECTIONS:
+            raise SpaceError(f"{where}: objective {objective.name} has direction {objective.direction!r}; use minimize or maximize")
+    budget = module.BUDGET
+    if not isinstance(budget, Budget):
+        raise SpaceError(f"{where}: BUDGET must be Budget(max_epochs=..., grace_period=..., reduction_factor=..., trials=...)")
+    if not (1 <= budget.grace_period <= budget.max_epochs) or budget.reduction_factor < 2 or budget.trials < 1:
+        raise SpaceError(
+            f"{where}: BUDGET needs 1 <= grace_period <= max_epochs, reduction_factor >= 2 and trials >= 1 (got {budget})"
+        )
+    resources = getattr(module, "RESOURCES", Resources())
+    if resources.cpus <= 0 or resources.gpus < 0 or (resources.gpus > 1 and resources.gpus != int(resources.gpus)):
+        raise SpaceError(f"{where}: RESOURCES needs cpus > 0 and gpus either a fraction up to 1 or a whole number (got {resources})")
+    trainer = module.TRAINER
+    from trainers.base import TrainerFamily
+
+    if not (isinstance(trainer, type) and issubclass(trainer, TrainerFamily)):
+        raise SpaceError(f"{where}: TRAINER must be a trainers.base.TrainerFamily subclass (got {trainer!r})")
+    sampler = getattr(module, "SAMPLER", "tpe")
+    if sampler not in SAMPLERS:
+        raise SpaceError(f"{where}: SAMPLER {sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
+    baselines = {name: flatten(values) for name, values in getattr(module, "BASELINES", {}).items()}
+    for name, values in baselines.items():
+        for knob_name, value in values.items():
+            if knob_name not in knobs:
+                raise SpaceError(f"{where}: baseline {name!r} sets {knob_name}, which is not a knob in CONFIG")
+            if not knobs[knob_name].distribution()._contains(knobs[knob_name].distribution().to_internal_repr(value)):
+                raise SpaceError(
+                    f"{where}: baseline {name!r} sets {knob_name}={value!r}, outside the knob's range; widen the range to span it"
+                )
+    return Space(
+        name=path.stem,
+        path=path,
+        config=dict(module.CONFIG),
+        knobs=knobs,
+        fixed=fixed,
+        baselines=baselines,
+        objectives=objectives,
+        budget=budget,
+        resources=resources,
+        trainer=trainer,
+        sampler=sampler,
+        module=module,
+    )
+
+
+def _check_knob(where: str, name: str, knob: Knob, knobs: Mapping[str, Knob]) -> None:
+    if isinstance(knob, (Float, Int)):
+        if not (math.isfinite(knob.low) and math.isfinite(knob.high) and knob.low < knob.high):
+            raise SpaceError(f"{where}: knob {name} needs low < high (got {knob.low}, {knob.high})")
+        if knob.log and knob.low <= 0:
+            raise SpaceError(f"{where}: knob {name} is log-scaled, so low must be > 0 (got {knob.low})")
+    elif not knob.choices:
+        raise SpaceError(f"{where}: knob {name} has no choices")
+    try:
+        knob.distribution()
+    except ValueError as exc:
+        raise SpaceError(f"{where}: knob {name} is invalid: {exc}") from exc
+    order = list(knobs)
+    for parent in knob.when or {}:
+        if parent not in knobs or order.index(parent) > order.index(name):
+            raise SpaceError(f"{where}: knob {name} depends on {parent}, which must be a knob declared before it")

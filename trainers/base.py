@@ -1,0 +1,157 @@
+"""The shape every model family has, and the one loop that trains any of them.
+
+A family turns a nested config dict (the researcher's training YAML, as loaded) into a
+LightningModule and a LightningDataModule. The Lightning Trainer owns the loop; callbacks own the
+side effects. Trainers know nothing of Ray or Optuna: whoever calls :func:`fit` passes a
+``report`` function, called once per validation epoch with every logged metric and a folder
+holding a checkpoint of that epoch.
+
+Example::
+
+    from trainers.base import fit
+    from trainers.segmentation import SurfaceSegmentation
+
+    metrics = fit(SurfaceSegmentation(), {"optimizer": {"lr": 1e-3}}, max_epochs=2)
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from typing import Any, Callable, Mapping
+
+import pytorch_lightning as pl
+import torch
+
+Report = Callable[[dict[str, float], str], None]
+"""``report(metrics, checkpoint_dir)``: metrics of one validation epoch and a folder with its checkpoint."""
+
+CHECKPOINT_FILE = "last.ckpt"
+
+
+class TrainerFamily(abc.ABC):
+    """One model family: a model and its data from one config, like a scikit-learn estimator."""
+
+    @abc.abstractmethod
+    def build_model(self, config: Mapping[str, Any]) -> pl.LightningModule:
+        """The LightningModule for this config; it logs ``val_loss`` and its metrics each validation epoch."""
+
+    @abc.abstractmethod
+    def build_data(self, config: Mapping[str, Any]) -> pl.LightningDataModule:
+        """The LightningDataModule for this config (synthetic by default, real data when the config names it)."""
+
+    def callbacks(self, config: Mapping[str, Any]) -> list[pl.Callback]:
+        """Extra Lightning callbacks the config asks for (SWA, weight noise, ...)."""
+        return []
+
+    def trainer_options(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Extra ``pl.Trainer`` arguments from the config (gradient clipping, accumulation, ...)."""
+        return {}
+
+
+def finite_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Scalar metrics as plain floats (tensors included); non-scalars are left out."""
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+class ReportEachValidation(pl.Callback):
+    """Checkpoints and reports after every validation epoch, with epoch count, epoch time and device."""
+
+    def __init__(self, report: Report, checkpoint_root: str):
+        self.report = report
+        self.checkpoint_root = checkpoint_root
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = finite_floats(trainer.callback_metrics)
+        metrics["epoch"] = float(trainer.current_epoch + 1)
+        metrics["epoch_seconds"] = time.perf_counter() - self._epoch_started
+        # A fresh folder per epoch: the receiver may move or copy it away.
+        checkpoint_dir = tempfile.mkdtemp(prefix=f"epoch{trainer.current_epoch + 1}_", dir=self.checkpoint_root)
+        trainer.save_checkpoint(os.path.join(checkpoint_dir, CHECKPOINT_FILE))
+        self.report(metrics, checkpoint_dir)
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up notes (accelerators, tips, checkpoint loading) say nothing a tune user needs."""
+    for name in ("pytorch_lightning", "lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    warnings.filterwarnings("ignore", message=".*weights_only.*")
+
+
+def device_name(accelerator: str) -> str:
+    """What the trial ran on, in words: "cpu" or the GPU's name."""
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    return "cpu"
+
+
+def fit(
+    family: TrainerFamily,
+    config: Mapping[str, Any],
+    *,
+    max_epochs: int,
+    report: Report | None = None,
+    resume_from: str | None = None,
+    stop_on_non_finite: str | None = "val_loss",
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    seed: int = 0,
+    progress_bar: bool = False,
+) -> dict[str, float]:
+    """Train one config for ``max_epochs`` and return the last validation epoch's metrics.
+
+    ``resume_from`` is a checkpoint folder given earlier to ``report``: training continues after
+    its epoch. A non-finite ``stop_on_non_finite`` metric ends training at once (Lightning's
+    EarlyStopping with ``check_finite``), so a diverging config costs one epoch, not the budget.
+    """
+    quiet_lightning()
+    pl.seed_everything(seed, workers=True, verbose=False)
+    model = family.build_model(config)
+    data = family.build_data(config)
+    callbacks = list(family.callbacks(config))
+    if stop_on_non_finite:
+        callbacks.append(
+            pl.callbacks.EarlyStopping(
+                monitor=stop_on_non_finite, patience=math.inf, check_finite=True, strict=False, verbose=False
+            )
+        )
+    with tempfile.TemporaryDirectory(prefix="tune_ckpt_") as checkpoint_root:
+        if report is not None:
+            callbacks.append(ReportEachValidation(report, checkpoint_root))
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            callbacks=callbacks,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            **family.trainer_options(config),
+        )
+        ckpt_path = os.path.join(resume_from, CHECKPOINT_FILE) if resume_from else None
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return finite_floats(trainer.callback_metrics)
