@@ -31,27 +31,29 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
+from studies.records import (
+    ATTR_BEST_EPOCH,
+    ATTR_BEST_EPOCH_METRICS,
+    ATTR_CHECKPOINT,
+    ATTR_CHECKPOINT_EPOCH,
+    ATTR_CONTINUED_AT_EPOCH,
+    ATTR_DEVICE,
+    ATTR_DRIVER,
+    ATTR_EPOCHS,
+    ATTR_REASON,
+    ATTR_SPACE_SHA,
+    ATTR_TRACEBACK,
+    ATTR_TRAIN_SECONDS,
+    ATTR_TRAINING_CONFIG,
+    METRIC_PREFIX,
+    RESULT_DEVICE,
+    RESULT_EPOCH,
+    RESULT_EPOCH_SECONDS,
+    RESULT_ERROR,
+    RESULT_TRACEBACK,
+)
 from studies.space import Space
 
-# User attributes the bridge writes on each trial (the dashboard shows them as columns).
-ATTR_BASELINE = "baseline"
-ATTR_REASON = "fail_reason"
-ATTR_TRACEBACK = "traceback"
-ATTR_EPOCHS = "epochs"
-ATTR_TRAIN_SECONDS = "train_seconds"
-ATTR_DEVICE = "device"
-ATTR_SPACE_SHA = "space_sha256"
-ATTR_CHECKPOINT = "checkpoint"
-ATTR_DRIVER = "driver"
-ATTR_BEST_EPOCH = "best_epoch"
-ATTR_BEST_EPOCH_METRICS = "best_epoch_metrics"
-ATTR_TRAINING_CONFIG = "training_config"  # the full nested config as JSON: what `tune export` writes
-METRIC_PREFIX = "metric."  # final value of each reported metric: metric.val_loss, metric.dice, ...
-RESULT_ERROR = "trial_error"
-RESULT_TRACEBACK = "trial_traceback"
-RESULT_DEVICE = "device"
-RESULT_EPOCH = "epoch"
-RESULT_EPOCH_SECONDS = "epoch_seconds"
 # Ray adds these to every result; they are not the model's metrics.
 RAY_RESULT_KEYS = {
     "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "done", "pid", "hostname",
@@ -86,6 +88,7 @@ class _Running:
     best_metrics: dict[str, float] = field(default_factory=dict)
     last_result: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0
+    continued: bool = False  # a trial whose earlier driver was lost, now trained on by this one
 
 
 @dataclass
@@ -150,7 +153,9 @@ class OptunaBridge(Searcher):
             return Searcher.FINISHED
         trial.set_user_attr(ATTR_DRIVER, self.driver)
         trial.set_user_attr(ATTR_SPACE_SHA, self.space_sha)
-        self.running[trial_id] = _Running(trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds)
+        self.running[trial_id] = _Running(
+            trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=resume_from is not None or epoch > 0
+        )
         self.counts.running += 1
         return {
             "optuna_trial": trial.number,
@@ -212,6 +217,7 @@ class OptunaBridge(Searcher):
         live = self.running.get(trial_id)
         if live is not None:
             live.trial.set_user_attr(ATTR_CHECKPOINT, path)
+            live.trial.set_user_attr(ATTR_CHECKPOINT_EPOCH, live.epoch)
             # Kept with the checkpoint so a continued trial's compute is counted whole.
             live.trial.set_user_attr(ATTR_TRAIN_SECONDS, round(live.train_seconds, 3))
 
@@ -225,6 +231,9 @@ class OptunaBridge(Searcher):
             return
         if epoch <= live.epoch and live.last_result:
             return
+        if live.continued:
+            live.trial.set_user_attr(ATTR_CONTINUED_AT_EPOCH, epoch)
+            live.continued = False
         live.last_result = dict(result)
         live.epoch = epoch
         live.train_seconds += float(result.get(RESULT_EPOCH_SECONDS, 0.0))
@@ -293,7 +302,13 @@ class LiveView(Callback):
         self.bar = tqdm(total=total, initial=counts.finished, unit="trial", dynamic_ncols=True, leave=True)
         self._refresh()
 
+    def __getstate__(self) -> dict:
+        """Ray pickles its callbacks with the experiment; a live terminal bar is not part of that state."""
+        return {**self.__dict__, "bar": None}
+
     def _refresh(self) -> None:
+        if self.bar is None:
+            return
         best = "-" if self.counts.best is None else f"{self.counts.best:.4g}"
         self.bar.set_postfix_str(
             f"running {self.counts.running} | complete {self.counts.complete} | pruned {self.counts.pruned} "
@@ -314,4 +329,5 @@ class LiveView(Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self._refresh()
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -9,12 +9,12 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.bridge import ATTR_BASELINE, ATTR_EPOCHS, ATTR_REASON, ATTR_TRAIN_SECONDS, METRIC_PREFIX
-from studies.run import STUDY_OBJECTIVES
+from studies.errors import UserInputError
+from studies.records import ATTR_BASELINE, ATTR_EPOCHS, ATTR_REASON, ATTR_TRAIN_SECONDS, METRIC_PREFIX, STUDY_OBJECTIVES
 from studies.storage import open_storage
 
 
-class SelectionError(ValueError):
+class SelectionError(UserInputError):
     """A study, trial or metric that is not there; the message says what is."""
 
 

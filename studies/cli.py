@@ -17,7 +17,8 @@ def _is_ray_command(argv: Sequence[str]) -> bool:
         return False
     if argv[0] in RAY_SUBCOMMANDS:
         return True
-    return argv[0] == "ls" and any(not arg.startswith("-") for arg in argv[1:])
+    positional = [arg for i, arg in enumerate(argv[1:], 1) if not arg.startswith("-") and argv[i - 1] != "--storage"]
+    return argv[0] == "ls" and bool(positional)
 
 
 def _forward_to_ray(argv: Sequence[str]) -> int:
@@ -117,7 +118,7 @@ def _print_table(table) -> None:
 
 
 def _describe_trial(trial) -> str:
-    from studies.bridge import ATTR_BASELINE, METRIC_PREFIX
+    from studies.records import ATTR_BASELINE, METRIC_PREFIX
 
     lines = [f"trial {trial.number} ({trial.state.name}{', baseline ' + trial.user_attrs[ATTR_BASELINE] if ATTR_BASELINE in trial.user_attrs else ''})"]
     lines += [f"  {k[len(METRIC_PREFIX):]} = {v:.6g}" for k, v in sorted(trial.user_attrs.items()) if k.startswith(METRIC_PREFIX)]
@@ -194,7 +195,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(args, args.space, args.study)
     if args.command == "resume":
-        from studies.run import STUDY_SPACE_PATH
+        from studies.records import STUDY_SPACE_PATH
 
         study = catalog.load_study(args.study, args.storage)
         return _run(args, study.user_attrs[STUDY_SPACE_PATH], args.study)
@@ -226,15 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _is_ray_command(argv):
         return _forward_to_ray(argv)
     args = build_parser().parse_args(argv)
-    from studies.catalog import SelectionError
-    from studies.export import ExportError
-    from studies.run import StudyError
-    from studies.space import SpaceError
-    from studies.storage import StorageError
+    from studies.errors import UserInputError
 
     try:
         return dispatch(args)
-    except (SpaceError, StorageError, StudyError, SelectionError, ExportError) as exc:
+    except UserInputError as exc:
         print(f"tune: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,12 +12,12 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
-from studies.bridge import ATTR_BASELINE, ATTR_EPOCHS, ATTR_TRAINING_CONFIG, METRIC_PREFIX
 from studies.catalog import SelectionError
-from studies.run import STUDY_SPACE_PATH
+from studies.errors import UserInputError
+from studies.records import ATTR_BASELINE, ATTR_EPOCHS, ATTR_TRAINING_CONFIG, METRIC_PREFIX, STUDY_SPACE_PATH
 
 
-class ExportError(ValueError):
+class ExportError(UserInputError):
     """An export that cannot be written; the message says why."""
 
 

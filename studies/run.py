@@ -14,19 +14,25 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from studies.bridge import ATTR_BASELINE, ATTR_DRIVER, Counts, LiveView, OptunaBridge, RecordRayEvents
-from studies.space import SAMPLERS, Space, SpaceError
+from studies.bridge import Counts, LiveView, OptunaBridge, RecordRayEvents
+from studies.errors import UserInputError
+from studies.records import (
+    ATTR_BASELINE,
+    ATTR_DRIVER,
+    STUDY_BASELINES_QUEUED,
+    STUDY_CREATED_BY,
+    STUDY_FINGERPRINT,
+    STUDY_OBJECTIVES,
+    STUDY_SPACE_PATH,
+    STUDY_TRIALS_REQUESTED,
+)
+from studies.space import SAMPLERS, Space
 from studies.storage import open_storage
 
-STUDY_SPACE_PATH = "space_path"
-STUDY_FINGERPRINT = "space_fingerprint"
-STUDY_OBJECTIVES = "objectives"
-STUDY_BASELINES_QUEUED = "baselines_enqueued"
-STUDY_CREATED_BY = "created_by"
 RAY_FOLDER = "ray"
 
 
-class StudyError(ValueError):
+class StudyError(UserInputError):
     """A study that cannot be run as asked; the message says what to do instead."""
 
 
@@ -146,7 +152,6 @@ def _quiet_ray(verbose: bool) -> None:
     """Ray's console noise (its own tables, worker logs, deprecation notes) only with -v."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if not verbose:
         os.environ.setdefault("RAY_TQDM", "0")
         logging.getLogger("ray").setLevel(logging.ERROR)
@@ -158,7 +163,7 @@ def _start_ray(options: RunOptions) -> None:
     if ray.is_initialized():
         return
     ray.init(
-        address=options.address,
+        address=options.address or "local",  # never attach to a cluster by accident
         include_dashboard=False,
         log_to_driver=options.verbose,
         logging_level=logging.INFO if options.verbose else logging.ERROR,
@@ -177,6 +182,11 @@ def _concurrency(space: Space) -> int:
     return max(1, min(fits))
 
 
+def _grid_size(space: Space) -> int:
+    """Trials a grid study needs: every grid point (baselines run besides, as Optuna's GridSampler skips enqueued trials)."""
+    return math.prod(len(values) for values in space.grid().values())
+
+
 def _trial_folder(trial) -> str:
     """Ray's folder per trial, named by the Optuna trial number (Ray's default spells out the whole config)."""
     return f"trial_{trial.config['optuna_trial']}_{trial.trial_id}"
@@ -193,7 +203,9 @@ def run_study(space: Space, options: RunOptions) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(space, options, sampler)
     enqueue_baselines(study, space)
-    target = options.trials or (math.prod(len(v) for v in space.grid().values()) if sampler_name == "grid" else space.budget.trials)
+    default = _grid_size(space) + len(space.baselines) if sampler_name == "grid" else space.budget.trials
+    target = options.trials or study.user_attrs.get(STUDY_TRIALS_REQUESTED) or default
+    study.set_user_attr(STUDY_TRIALS_REQUESTED, target)
     counts = count_states(study)
     orphans = orphaned_trials(study)
     new_trials = max(0, target - counts.finished - len(orphans))

@@ -45,8 +45,10 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 
+from studies.errors import UserInputError
 
-class SpaceError(ValueError):
+
+class SpaceError(UserInputError):
     """A search-space module that cannot be used; the message says what to fix."""
 
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import optuna
 
+from studies.errors import UserInputError
+
 DEFAULT_FOLDER = "tune_runs"
 DEFAULT_FILE = "tune.db"
 JOURNAL_PREFIX = "journal:"
 
 
-class StorageError(ValueError):
+class StorageError(UserInputError):
     """A storage that cannot be opened; the message says what to pass instead."""
 
 

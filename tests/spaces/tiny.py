@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from studies.space import Budget, Categorical, Float, Int, Objective, Resources
+from studies.space import Budget, Float, Int, Objective, Resources
 from trainers.base import TrainerFamily
 
 

@@ -1,0 +1,31 @@
+"""The names under which a study and its trials are stored: the one vocabulary that the bridge
+writes and every reader (`tune ls/show/best/export`, the report, the dashboard) reads."""
+
+# Trial user attributes (the dashboard shows them as columns).
+ATTR_BASELINE = "baseline"
+ATTR_REASON = "fail_reason"
+ATTR_TRACEBACK = "traceback"
+ATTR_EPOCHS = "epochs"
+ATTR_TRAIN_SECONDS = "train_seconds"
+ATTR_DEVICE = "device"
+ATTR_SPACE_SHA = "space_sha256"
+ATTR_CHECKPOINT = "checkpoint"
+ATTR_CHECKPOINT_EPOCH = "checkpoint_epoch"
+ATTR_CONTINUED_AT_EPOCH = "continued_at_epoch"  # first epoch a continued trial trained after its driver was lost
+ATTR_DRIVER = "driver"
+ATTR_BEST_EPOCH = "best_epoch"
+ATTR_BEST_EPOCH_METRICS = "best_epoch_metrics"
+ATTR_TRAINING_CONFIG = "training_config"  # the full nested config as JSON: what `tune export` writes
+METRIC_PREFIX = "metric."  # final value of each reported metric: metric.val_loss, metric.dice, ...
+RESULT_ERROR = "trial_error"
+RESULT_TRACEBACK = "trial_traceback"
+RESULT_DEVICE = "device"
+RESULT_EPOCH = "epoch"
+RESULT_EPOCH_SECONDS = "epoch_seconds"
+# Study user attributes.
+STUDY_SPACE_PATH = "space_path"
+STUDY_FINGERPRINT = "space_fingerprint"
+STUDY_OBJECTIVES = "objectives"
+STUDY_BASELINES_QUEUED = "baselines_enqueued"
+STUDY_CREATED_BY = "created_by"
+STUDY_TRIALS_REQUESTED = "trials_requested"  # the last --trials asked for: what `tune resume` completes

@@ -1,0 +1,128 @@
+"""Real studies on a real local Ray: what the bridge writes into the Optuna storage."""
+
+import json
+
+import optuna
+import pytest
+from conftest import SPACES
+from optuna.trial import TrialState
+
+from studies.bridge import ATTR_BASELINE, ATTR_REASON, ATTR_TRACEBACK, ATTR_TRAINING_CONFIG
+from studies.run import RunOptions, StudyError, run_study
+from studies.space import load_space
+from studies.storage import open_storage
+
+
+@pytest.fixture(scope="module")
+def tiny_study(ray_cluster, tmp_path_factory):
+    """The tiny space's default study (6 trials, 4 epochs, ASHA grace 1, factor 2), run once."""
+    folder = tmp_path_factory.mktemp("tiny")
+    url = f"sqlite:///{folder / 'studies.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNE_RAY_STORAGE", str(folder / "ray"))
+        study = run_study(load_space(SPACES / "tiny.py"), RunOptions(storage=url, seed=1, command="tune run tiny.py"))
+    return study, url, folder
+
+
+def test_study_holds_requested_trials_none_running(tiny_study):
+    study, _, _ = tiny_study
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state.is_finished()]) == 6
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_baselines_run_first_under_their_names(tiny_study):
+    study, _, _ = tiny_study
+    named = {t.user_attrs.get(ATTR_BASELINE): t for t in study.get_trials()}
+    assert named["small_slow"].number == 0 and named["small_slow"].params == {"model.hidden": 4, "optimizer.lr": 1e-3}
+    assert named["wide_fast"].number == 1 and named["wide_fast"].params == {"model.hidden": 32, "optimizer.lr": 3e-2}
+
+
+def test_complete_trials_trained_the_full_budget(tiny_study):
+    study, _, _ = tiny_study
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert complete, "ASHA let no trial reach max_epochs"
+    for trial in complete:
+        assert trial.user_attrs["epochs"] == 4
+        assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
+        assert trial.value == pytest.approx(trial.intermediate_values[4])
+        assert trial.value == pytest.approx(trial.user_attrs["metric.val_loss"])
+        for other in ("metric.val_mae", "metric.prediction_std", "metric.train_loss"):
+            assert other in trial.user_attrs
+
+
+def test_asha_stopped_trials_are_pruned_with_their_curves(tiny_study):
+    study, _, _ = tiny_study
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "ASHA stopped no trial in a 6-trial study with reduction factor 2"
+    for trial in pruned:
+        epochs = trial.user_attrs["epochs"]
+        assert 1 <= epochs < 4
+        # Stopped only at an ASHA rung (grace 1, factor 2: epochs 1 and 2), with every epoch's value kept.
+        assert epochs in (1, 2)
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
+
+
+def test_every_trial_records_provenance(tiny_study):
+    study, _, _ = tiny_study
+    sha = load_space(SPACES / "tiny.py").file_sha256
+    for trial in study.get_trials():
+        attrs = trial.user_attrs
+        assert attrs["space_sha256"] == sha
+        assert attrs["device"] == "cpu"
+        assert attrs["train_seconds"] > 0
+        assert attrs["best_epoch"] in trial.intermediate_values
+        assert json.loads(attrs[ATTR_TRAINING_CONFIG])["optimizer"]["lr"] == trial.params["optimizer.lr"]
+        assert attrs["checkpoint"]
+
+
+def test_study_is_labelled_for_the_dashboard(tiny_study):
+    study, _, _ = tiny_study
+    assert study.metric_names == ["val_loss"]
+    assert study.user_attrs["objectives"] == [["val_loss", "minimize"], ["val_mae", "minimize"], ["prediction_std", "maximize"]]
+    assert study.user_attrs["created_by"] == "tune run tiny.py"
+
+
+def test_rerun_with_more_trials_continues_without_repeating_baselines(tiny_study, ray_storage):
+    study, url, _ = tiny_study
+    more = run_study(load_space(SPACES / "tiny.py"), RunOptions(storage=url, trials=8, seed=2, command="tune run"))
+    trials = more.get_trials()
+    assert len([t for t in trials if t.state.is_finished()]) == 8
+    assert [t.user_attrs.get(ATTR_BASELINE) for t in trials].count("small_slow") == 1
+    # What was stored before is still there, unchanged.
+    before = {t.number: (t.state, t.params, t.intermediate_values) for t in study.get_trials()}
+    after = {t.number: (t.state, t.params, t.intermediate_values) for t in trials if t.number in before}
+    assert before == after
+
+
+def test_failures_are_recorded_and_the_study_goes_on(ray_cluster, storage_url, ray_storage):
+    study = run_study(load_space(SPACES / "faulty.py"), RunOptions(storage=storage_url, trials=3, command="test"))
+    by_name = {t.user_attrs[ATTR_BASELINE]: t for t in study.get_trials()}
+    crashed = by_name["crashes"]
+    assert crashed.state == TrialState.FAIL
+    assert crashed.user_attrs[ATTR_REASON] == "RuntimeError: injected failure at epoch 2"
+    assert "Traceback" in crashed.user_attrs[ATTR_TRACEBACK]
+    assert crashed.user_attrs["epochs"] == 1 and list(crashed.intermediate_values) == [1]
+    diverged = by_name["diverges"]
+    assert diverged.state == TrialState.FAIL
+    assert diverged.user_attrs[ATTR_REASON] == "diverged"
+    assert by_name["healthy"].state == TrialState.COMPLETE
+
+
+def test_same_name_with_a_different_space_is_refused(ray_cluster, storage_url, ray_storage):
+    run_study(load_space(SPACES / "tiny.py"), RunOptions(storage=storage_url, study="shared", trials=1, max_epochs=1))
+    storage = open_storage(storage_url, create=False)
+    before = [(t.number, t.state) for t in optuna.load_study(study_name="shared", storage=storage).get_trials()]
+    with pytest.raises(StudyError, match="different search space.*--study NEW_NAME"):
+        run_study(load_space(SPACES / "faulty.py"), RunOptions(storage=storage_url, study="shared", trials=2))
+    after = [(t.number, t.state) for t in optuna.load_study(study_name="shared", storage=storage).get_trials()]
+    assert before == after
+
+
+def test_grid_sampler_runs_the_whole_grid(ray_cluster, storage_url, ray_storage):
+    space = load_space(SPACES / "tiny.py")
+    study = run_study(space, RunOptions(storage=storage_url, sampler="grid", max_epochs=1, command="test"))
+    searched = {(t.params["model.hidden"], t.params["optimizer.lr"]) for t in study.get_trials()}
+    grid = {(h, lr) for h in (4, 16) for lr in (1e-3, 3e-2)}
+    assert grid <= searched
+    assert len(study.get_trials()) == len(grid) + len(space.baselines)
