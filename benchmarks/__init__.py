@@ -1,0 +1,1 @@
+"""Benchmarks of `tune` against stock Ray Tune and plain Optuna; not part of the test suite."""

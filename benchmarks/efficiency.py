@@ -1,0 +1,196 @@
+"""Orchestration efficiency: how much of two workers' wall time goes to training, per method.
+
+efficiency = sum over trials of (epochs trained x epoch work) / (workers x wall time)
+
+Methods, all on the same fixed-work trainer (benchmarks/fixed_work.py), N trials, ASHA with the
+same rungs, 2 workers:
+- tune:            `studies.run.run_study` (the bridge, reused actors, one trial per CPU)
+- ray_optuna:      stock Ray Tune, `OptunaSearch` + `ASHAScheduler`, new actor per trial
+- ray_optuna_reuse: the same with `reuse_actors=True`
+- optuna_2proc:    plain Optuna, two processes sharing one SQLite study, `SuccessiveHalvingPruner`
+
+Ray is started before the clock for the Ray methods (it is a once-per-session cost); the plain
+Optuna processes are timed from their launch, imports included, as a user would run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+HERE = Path(__file__).parent
+WORKERS = 2
+
+
+def variant_space(folder: Path, epoch_seconds: float) -> Path:
+    """fixed_work.py with another epoch length (a space is loaded by path in every worker)."""
+    text = (HERE / "fixed_work.py").read_text().replace('"epoch_seconds": 0.5', f'"epoch_seconds": {epoch_seconds}')
+    path = folder / f"fixed_work_{str(epoch_seconds).replace('.', '_')}.py"
+    path.write_text(text)
+    return path
+
+
+def run_tune(space_path: Path, trials: int, folder: Path) -> float:
+    import os
+
+    from studies.run import RunOptions, run_study
+    from studies.space import load_space
+
+    os.environ["TUNE_RAY_STORAGE"] = str(folder / "ray_tune")
+    space = load_space(space_path)
+    started = time.perf_counter()
+    study = run_study(space, RunOptions(storage=f"sqlite:///{folder / 'tune.db'}", trials=trials, seed=0))
+    wall = time.perf_counter() - started
+    epochs = sum(t.user_attrs.get("epochs", 0) for t in study.get_trials())
+    return wall, epochs
+
+
+def _stock_trainable(config):
+    import ray.tune
+
+    from studies.space import load_space
+    from trainers.base import fit
+
+    space = load_space(config["space_path"])
+    training = space.training_config({"x": config["x"], "y": config["y"]})
+
+    def report(metrics, checkpoint_dir):
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir))
+
+    fit(space.trainer(), training, max_epochs=config["max_epochs"], report=report)
+
+
+def run_stock_ray(space_path: Path, trials: int, folder: Path, reuse_actors: bool) -> tuple[float, int]:
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from studies.space import load_space
+
+    space = load_space(space_path)
+    budget = space.budget
+    searcher = OptunaSearch(
+        {"x": optuna.distributions.FloatDistribution(-1, 1), "y": optuna.distributions.FloatDistribution(-1, 1)},
+        metric="val_loss", mode="min", seed=0,
+    )  # fmt: skip
+    tuner = ray.tune.Tuner(
+        ray.tune.with_resources(_stock_trainable, {"cpu": 1}),
+        param_space={"space_path": str(space_path), "max_epochs": budget.max_epochs},
+        tune_config=ray.tune.TuneConfig(
+            metric="val_loss", mode="min", search_alg=searcher, num_samples=trials, reuse_actors=reuse_actors,
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=budget.max_epochs, grace_period=budget.grace_period,
+                                    reduction_factor=budget.reduction_factor),
+        ),
+        run_config=ray.tune.RunConfig(storage_path=str(folder / "ray_stock"), verbose=0,
+                                      checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=1)),
+    )  # fmt: skip
+    started = time.perf_counter()
+    results = tuner.fit()
+    wall = time.perf_counter() - started
+    epochs = sum(int(r.metrics.get("epoch", 0)) for r in results)
+    return wall, epochs
+
+
+def _optuna_worker(space_path: str, storage_url: str, trials: int) -> None:
+    from studies.space import load_space
+    from trainers.base import fit
+
+    space = load_space(space_path)
+    study = optuna.load_study(study_name="plain", storage=storage_url)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = space.suggest(trial)
+
+        def report(metrics, checkpoint_dir):
+            trial.report(metrics["val_loss"], int(metrics["epoch"]))
+            trial.set_user_attr("epochs", int(metrics["epoch"]))
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return fit(space.trainer(), space.training_config(params), max_epochs=space.budget.max_epochs, report=report)["val_loss"]
+
+    study.optimize(objective, n_trials=trials)
+
+
+def run_plain_optuna(space_path: Path, trials: int, folder: Path) -> tuple[float, int]:
+    from studies.space import load_space
+
+    budget = load_space(space_path).budget
+    url = f"sqlite:///{folder / 'plain.db'}"
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=budget.grace_period, reduction_factor=budget.reduction_factor)
+    optuna.create_study(study_name="plain", storage=url, pruner=pruner)
+    context = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    processes = [
+        context.Process(target=_optuna_worker, args=(str(space_path), url, trials // WORKERS + (i < trials % WORKERS)))
+        for i in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    wall = time.perf_counter() - started
+    study = optuna.load_study(study_name="plain", storage=url, pruner=pruner)
+    epochs = sum(t.user_attrs.get("epochs", 0) for t in study.get_trials())
+    return wall, epochs
+
+
+METHODS = ("tune", "ray_optuna", "ray_optuna_reuse", "optuna_2proc")
+
+
+def measure(epoch_seconds_list: list[float], trials: int, methods=METHODS) -> list[dict]:
+    import ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    for epoch_seconds in epoch_seconds_list:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            space_path = variant_space(folder, epoch_seconds)
+            for method in methods:
+                (folder / method).mkdir()
+                if method != "optuna_2proc" and not ray.is_initialized():
+                    ray.init(address="local", num_cpus=WORKERS, include_dashboard=False, log_to_driver=False)
+                if method == "tune":
+                    wall, epochs = run_tune(space_path, trials, folder / method)
+                elif method.startswith("ray_optuna"):
+                    wall, epochs = run_stock_ray(space_path, trials, folder / method, reuse_actors=method.endswith("reuse"))
+                else:
+                    if ray.is_initialized():
+                        ray.shutdown()  # the plain-Optuna processes get both cores to themselves
+                    wall, epochs = run_plain_optuna(space_path, trials, folder / method)
+                row = {
+                    "epoch_seconds": epoch_seconds,
+                    "method": method,
+                    "trials": trials,
+                    "epochs": epochs,
+                    "wall_seconds": round(wall, 2),
+                    "efficiency": round(epochs * epoch_seconds / (WORKERS * wall), 3),
+                }
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    if ray.is_initialized():
+        ray.shutdown()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epoch-seconds", type=float, nargs="+", default=[0.05, 0.5, 2.0])
+    parser.add_argument("--trials", type=int, default=18)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "efficiency.json")
+    args = parser.parse_args()
+    rows = measure(args.epoch_seconds, args.trials, args.methods)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
