@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="training YAML, e.g. from `tune export`")
     train.add_argument("--max-epochs", type=int)
 
+    report = commands.add_parser("report", help="a self-contained HTML report of a study (plotly; opens offline)")
+    report.add_argument("study")
+    report.add_argument("-o", "--output", help="HTML file to write (default: tune_runs/STUDY-report.html)")
+    report.add_argument("--png", action="store_true", help="also write each figure as a PNG beside the report")
+    _storage_option(report)
+
     dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on the storage")
     dashboard.add_argument("--host", default="127.0.0.1")
     dashboard.add_argument("--port", type=int, default=8080)
@@ -219,6 +225,13 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         return _train(args)
+    if args.command == "report":
+        from studies.report import write_report
+
+        study = catalog.load_study(args.study, args.storage)
+        written = write_report(study, args.output or f"tune_runs/{study.study_name}-report.html", png=args.png)
+        print("\n".join(f"wrote {path}" for path in written))
+        return 0
     return _dashboard(args)
 
 

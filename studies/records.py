@@ -29,3 +29,4 @@ STUDY_OBJECTIVES = "objectives"
 STUDY_BASELINES_QUEUED = "baselines_enqueued"
 STUDY_CREATED_BY = "created_by"
 STUDY_TRIALS_REQUESTED = "trials_requested"  # the last --trials asked for: what `tune resume` completes
+STUDY_ASHA = "asha"  # {"max_epochs", "grace_period", "reduction_factor"} of the last run: where the rungs are

@@ -24,6 +24,7 @@ from studies.records import (
     STUDY_FINGERPRINT,
     STUDY_OBJECTIVES,
     STUDY_SPACE_PATH,
+    STUDY_ASHA,
     STUDY_TRIALS_REQUESTED,
 )
 from studies.space import SAMPLERS, Space
@@ -224,6 +225,7 @@ def run_study(space: Space, options: RunOptions) -> optuna.Study:
     objective = space.objectives[0]
     bridge = OptunaBridge(study, space, max_epochs=max_epochs, new_trials=new_trials, orphans=orphans, counts=counts)
     grace = min(space.budget.grace_period, max_epochs)
+    study.set_user_attr(STUDY_ASHA, {"max_epochs": max_epochs, "grace_period": grace, "reduction_factor": space.budget.reduction_factor})
     scheduler = ASHAScheduler(
         time_attr="epoch", max_t=max_epochs, grace_period=grace, reduction_factor=space.budget.reduction_factor
     )

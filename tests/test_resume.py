@@ -11,10 +11,11 @@ from conftest import SPACES, tune_cli
 from optuna.trial import TrialState
 
 from studies.records import ATTR_CHECKPOINT_EPOCH, ATTR_CONTINUED_AT_EPOCH
+from studies.storage import open_storage
 
 
 def snapshot(url):
-    storage = optuna.storages.RDBStorage(url)
+    storage = open_storage(url, create=False)  # waits out the driver's write locks
     return optuna.load_study(study_name="slow", storage=storage).get_trials()
 
 

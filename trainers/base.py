@@ -67,8 +67,8 @@ def finite_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-class ReportEachValidation(pl.Callback):
-    """Checkpoints and reports after every validation epoch, with epoch count, epoch time and device."""
+class ReportEachEpoch(pl.Callback):
+    """Checkpoints and reports after every epoch (its validation included), with epoch count and time."""
 
     def __init__(self, report: Report, checkpoint_root: str):
         self.report = report
@@ -78,9 +78,8 @@ class ReportEachValidation(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Here, unlike at validation end, the training epoch's own averages (train_loss) are final too.
         metrics = finite_floats(trainer.callback_metrics)
         metrics["epoch"] = float(trainer.current_epoch + 1)
         metrics["epoch_seconds"] = time.perf_counter() - self._epoch_started
@@ -138,7 +137,7 @@ def fit(
         )
     with tempfile.TemporaryDirectory(prefix="tune_ckpt_") as checkpoint_root:
         if report is not None:
-            callbacks.append(ReportEachValidation(report, checkpoint_root))
+            callbacks.append(ReportEachEpoch(report, checkpoint_root))
         trainer = pl.Trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
