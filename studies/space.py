@@ -24,8 +24,8 @@ Example::
     from trainers.segmentation import SurfaceSegmentation
 
     TRAINER = SurfaceSegmentation
-    CONFIG = {"optimizer": {"lr": Float(1e-5, 1e-2, log=True), "name": "AdamW"}}
-    BASELINES = {"v1": {"optimizer.lr": 1e-4}}
+    CONFIG = {"learning_rate": Float(1e-5, 1e-2, log=True), "optimizer": "AdamW"}
+    BASELINES = {"v1": {"learning_rate": 1e-4}}
     OBJECTIVES = [Objective("val_loss", "minimize")]
     BUDGET = Budget(max_epochs=8, grace_period=2, reduction_factor=2, trials=12)
     RESOURCES = Resources(cpus=1)

@@ -11,7 +11,7 @@ Example::
     from trainers.base import fit
     from trainers.segmentation import SurfaceSegmentation
 
-    metrics = fit(SurfaceSegmentation(), {"optimizer": {"lr": 1e-3}}, max_epochs=2)
+    metrics = fit(SurfaceSegmentation(), {"learning_rate": 1e-3}, max_epochs=2)
 """
 
 from __future__ import annotations
