@@ -11,6 +11,17 @@ SPACES = Path(__file__).parent / "spaces"
 REPO = Path(__file__).parent.parent
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Train on one thread, as a Ray trial with one CPU does: on two shared cores, two threads can run 20x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One real local Ray for the in-process studies of the session (2 CPUs, like this machine)."""

@@ -25,14 +25,6 @@ from objectives.regression import (
 
 DOUBLE = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as in a 1-CPU trial: two threads on two busy cores wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 PHI_INVERSE_075 = 0.6744897501960817  # the standard normal's 75% quantile
 
 

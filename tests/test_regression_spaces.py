@@ -4,7 +4,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from studies.space import Categorical, Resources, flatten, load_space
 from trainers.base import fit
@@ -12,14 +11,6 @@ from trainers.regression import DEFAULT_CONFIG, MLPRegression
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as in a 1-CPU trial: two threads on two busy cores wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 CABBI_KNOBS = {

@@ -25,15 +25,6 @@ from trainers.regression import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as in a 1-CPU trial: two threads on two busy cores wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def kurtosis(values: torch.Tensor) -> float:
     centred = values.double() - values.double().mean()
     return float((centred**4).mean() / (centred**2).mean() ** 2)

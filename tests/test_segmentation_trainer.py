@@ -23,16 +23,6 @@ from trainers.segmentation import (
     synthetic_papyrus,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Train on one thread, as a Ray trial with one CPU does: on shared cores, two threads can run 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Small enough that two epochs take a couple of seconds on one CPU core.
 TINY = {
     "patch_size": [8, 8, 8],
