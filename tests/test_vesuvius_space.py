@@ -4,7 +4,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from objectives.segmentation import METRICS
 from studies.space import Objective, load_space
@@ -19,14 +18,6 @@ BASELINE_NAMES = ["v1", "v2", "v3", "v2_optimized", "v4_aggressive_focal", "v5_v
 def space():
     return load_space(SPACE_FILE)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Train on one thread, as a Ray trial with one CPU does: on shared cores, two threads can run 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_space_declares_the_logs_objectives_and_trainer(space):
