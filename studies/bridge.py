@@ -213,11 +213,11 @@ class OptunaBridge(Searcher):
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Nothing to save: the Optuna storage holds the searcher's whole state."""
 
-    def record_checkpoint(self, trial_id: str, path: str) -> None:
+    def record_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
         live = self.running.get(trial_id)
         if live is not None:
             live.trial.set_user_attr(ATTR_CHECKPOINT, path)
-            live.trial.set_user_attr(ATTR_CHECKPOINT_EPOCH, live.epoch)
+            live.trial.set_user_attr(ATTR_CHECKPOINT_EPOCH, epoch)
             # Kept with the checkpoint so a continued trial's compute is counted whole.
             live.trial.set_user_attr(ATTR_TRAIN_SECONDS, round(live.train_seconds, 3))
 
@@ -279,7 +279,8 @@ class RecordRayEvents(Callback):
         self.bridge = bridge
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
-        self.bridge.record_checkpoint(trial.trial_id, checkpoint.path)
+        # The checkpoint came with the trial's latest result, which the searcher may not have seen yet.
+        self.bridge.record_checkpoint(trial.trial_id, checkpoint.path, int(trial.last_result.get(RESULT_EPOCH, 0)))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         text = ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from typing import Sequence
 
 RAY_SUBCOMMANDS = {"lsx", "list-trials", "list-experiments", "add-note"}
@@ -229,7 +230,13 @@ def dispatch(args: argparse.Namespace) -> int:
         from studies.report import write_report
 
         study = catalog.load_study(args.study, args.storage)
-        written = write_report(study, args.output or f"tune_runs/{study.study_name}-report.html", png=args.png)
+        output = args.output
+        if output is None:
+            from studies.storage import DEFAULT_FOLDER
+
+            Path(DEFAULT_FOLDER).mkdir(exist_ok=True)
+            output = f"{DEFAULT_FOLDER}/{study.study_name}-report.html"
+        written = write_report(study, output, png=args.png)
         print("\n".join(f"wrote {path}" for path in written))
         return 0
     return _dashboard(args)

@@ -344,7 +344,7 @@ def top_trials_columns(study: optuna.Study, columns: list[str]) -> list[str]:
     objectives = [name for name, _ in objectives_of(study)]
     metrics = {n[len(METRIC_PREFIX) :] for t in study.get_trials(deepcopy=False) for n in t.user_attrs if n.startswith(METRIC_PREFIX)}
     leading = ["trial", "baseline", "state"]
-    scored = [c for c in [*objectives, FLYVIS_IMPROVEMENT] if c in columns]
+    scored = [c for c in dict.fromkeys([*objectives, FLYVIS_IMPROVEMENT]) if c in columns]
     other_metrics = sorted(c for c in columns if c in metrics and c not in scored)
     trailing = ["epochs", "train_s"]
     placed = set(leading + scored + other_metrics + trailing + ["fail_reason"])
@@ -352,8 +352,9 @@ def top_trials_columns(study: optuna.Study, columns: list[str]) -> list[str]:
 
 
 def top_trials_section(study: optuna.Study, selected: FrozenTrial | None) -> Section:
-    table = trials_table(study, top=TOP_TRIALS)
-    section = Section("top-trials", f"Top {TOP_TRIALS} trials")
+    table = trials_table(study)
+    section = Section("top-trials", f"Top trials ({min(len(table), TOP_TRIALS)} of {len(table)} finished)")
+    table = table.head(TOP_TRIALS)
     if table.empty:
         section.notes.append("No finished trials yet.")
         return section
@@ -377,7 +378,10 @@ def failed_trials_section(study: optuna.Study) -> Section:
     if not failed:
         section.text = "<p>No trial failed.</p>"
         return section
-    rows = [[t.number, t.user_attrs.get(ATTR_BASELINE, ""), t.user_attrs.get(ATTR_EPOCHS), t.user_attrs.get(ATTR_REASON, "(no reason recorded)")] for t in failed]
+    rows = [
+        [t.number, t.user_attrs.get(ATTR_BASELINE, ""), t.user_attrs.get(ATTR_EPOCHS), t.user_attrs.get(ATTR_REASON, "(no reason recorded)")]
+        for t in failed
+    ]
     section.text = _html_table(["trial", "baseline", "epochs", "fail_reason"], rows)
     return section
 
@@ -385,7 +389,9 @@ def failed_trials_section(study: optuna.Study) -> Section:
 def compute_section(study: optuna.Study, asha: AshaSettings | None) -> Section:
     summary = compute_summary(study, asha)
     section = Section("compute", "Compute spent and saved by pruning", figure=compute_figure(summary))
-    spent = f"<li>spent: <b>{summary.train_seconds:.4g} s</b> of training over <b>{summary.epochs}</b> epochs in {summary.trials} trials</li>"
+    spent = (
+        f"<li>spent: <b>{summary.train_seconds:.4g} s</b> of training over <b>{summary.epochs}</b> epochs in {summary.trials} trials</li>"
+    )
     if summary.saved_seconds is None:
         saved = "<li>saved by pruning: unknown (the study records no ASHA settings and no COMPLETE trial)</li>"
     else:
@@ -454,14 +460,17 @@ def build_sections(study: optuna.Study) -> list[Section]:
     if asha is None:
         curves.notes.append("The study records no ASHA settings, so no rungs are drawn.")
     sections.append(curves)
+    searched = [t for t in complete if t.params]
     parallel = Section("parallel-coordinates", "Parallel coordinates")
     importances = Section("importances", "Parameter importances")
-    if not complete or not complete[0].params:
+    if not searched:
         parallel.notes.append("Parallel coordinates need a COMPLETE trial with searched parameters.")
     else:
         parallel.figure, parallel.notes = _optuna_figure(optuna.visualization.plot_parallel_coordinate, study, objective)
-    if len(complete) < 2 or not any(t.params for t in complete):
-        importances.notes.append(f"Parameter importances need at least 2 COMPLETE trials with searched parameters (this study has {len(complete)}).")
+    if len(searched) < 2:
+        importances.notes.append(
+            f"Parameter importances need at least 2 COMPLETE trials with searched parameters (this study has {len(searched)})."
+        )
     else:
         importances.figure, importances.notes = _optuna_figure(optuna.visualization.plot_param_importances, study, objective)
     sections += [parallel, importances, compute_section(study, asha)]
@@ -504,9 +513,9 @@ def render_page(study: optuna.Study, sections: list[Section]) -> str:
 
 
 def _chromium_path() -> str | None:
-    """$TUNE_CHROMIUM, else Debian's chromium if installed; None lets kaleido search (BROWSER_PATH, PATH, its own download)."""
+    """$TUNE_CHROMIUM, else Debian's chromium if installed; None lets kaleido search ($BROWSER_PATH, PATH, its own download)."""
     chosen = os.environ.get(CHROMIUM_VARIABLE)
-    if chosen:
+    if chosen or os.environ.get("BROWSER_PATH"):
         return chosen
     return DEFAULT_CHROMIUM if os.access(DEFAULT_CHROMIUM, os.X_OK) else None
 
@@ -527,7 +536,7 @@ def write_pngs(figures: dict[str, go.Figure], report: Path) -> list[Path]:
     try:
         kaleido.write_fig_from_object_sync(specs, kopts=options, cancel_on_error=True)
     except ChromeNotFoundError as exc:
-        where = f"${CHROMIUM_VARIABLE}={browser}" if os.environ.get(CHROMIUM_VARIABLE) else "PATH"
+        where = f"${CHROMIUM_VARIABLE}={browser}" if os.environ.get(CHROMIUM_VARIABLE) else f"{DEFAULT_CHROMIUM} or on PATH"
         raise ReportError(
             f"--png needs Chrome or Chromium and none was found at {where}: install one "
             f"(apt-get install chromium, or `kaleido_get_chrome`) or set {CHROMIUM_VARIABLE} to its executable"

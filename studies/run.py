@@ -19,12 +19,12 @@ from studies.errors import UserInputError
 from studies.records import (
     ATTR_BASELINE,
     ATTR_DRIVER,
+    STUDY_ASHA,
     STUDY_BASELINES_QUEUED,
     STUDY_CREATED_BY,
     STUDY_FINGERPRINT,
     STUDY_OBJECTIVES,
     STUDY_SPACE_PATH,
-    STUDY_ASHA,
     STUDY_TRIALS_REQUESTED,
 )
 from studies.space import SAMPLERS, Space

@@ -11,7 +11,7 @@ SPACES = Path(__file__).parent / "spaces"
 REPO = Path(__file__).parent.parent
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Train on one thread, as a Ray trial with one CPU does: on two shared cores, two threads can run 20x slower."""
     import torch

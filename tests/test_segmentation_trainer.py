@@ -34,7 +34,7 @@ TINY = {
 
 
 def tiny(**overrides):
-    config = resolve_config(TINY)
+    config = resolve_config(TINY, DEFAULT_CONFIG)
     for key, value in overrides.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) else value
     return config
@@ -160,8 +160,8 @@ def test_unet_rejects_sides_its_depth_cannot_halve():
 
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="loss_weights.dice"):
-        resolve_config({"loss_weights": {"dice": 0.3}})
-    assert resolve_config({"model": {"depth": 2}})["model"]["base_channels"] == DEFAULT_CONFIG["model"]["base_channels"]
+        resolve_config({"loss_weights": {"dice": 0.3}}, DEFAULT_CONFIG)
+    assert resolve_config({"model": {"depth": 2}}, DEFAULT_CONFIG)["model"]["base_channels"] == DEFAULT_CONFIG["model"]["base_channels"]
 
 
 def test_weight_noise_schedule_starts_repeats_and_decays():
@@ -171,7 +171,10 @@ def test_weight_noise_schedule_starts_repeats_and_decays():
 
 def test_callbacks_and_trainer_options_follow_the_config():
     family = SurfaceSegmentation()
-    kinds = lambda config: sorted(type(c).__name__ for c in family.callbacks(config))
+
+    def kinds(config):
+        return sorted(type(c).__name__ for c in family.callbacks(config))
+
     assert kinds({"noise_enabled": True}) == ["StochasticWeightAveraging", "WeightNoiseInjection"]
     assert kinds({"swa_start_epoch": None}) == []
     assert family.trainer_options({"gradient_clip": 0.5}) == {"gradient_clip_val": 0.5}

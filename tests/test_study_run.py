@@ -7,7 +7,12 @@ import pytest
 from conftest import SPACES
 from optuna.trial import TrialState
 
-from studies.records import ATTR_BASELINE, ATTR_REASON, ATTR_TRACEBACK, ATTR_TRAINING_CONFIG
+from studies.records import (
+    ATTR_BASELINE,
+    ATTR_REASON,
+    ATTR_TRACEBACK,
+    ATTR_TRAINING_CONFIG,
+)
 from studies.run import RunOptions, StudyError, run_study
 from studies.space import load_space
 from studies.storage import open_storage

@@ -7,8 +7,8 @@ import pytest
 
 from objectives.segmentation import METRICS
 from studies.space import Objective, load_space
-from trainers.base import fit
-from trainers.segmentation import SurfaceSegmentation, resolve_config
+from trainers.base import fit, resolve_config
+from trainers.segmentation import DEFAULT_CONFIG, SurfaceSegmentation
 
 SPACE_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "vesuvius.py"
 BASELINE_NAMES = ["v1", "v2", "v3", "v2_optimized", "v4_aggressive_focal", "v5_variance_focused", "batch8_restart"]
@@ -62,7 +62,7 @@ TINY = {"patch_size": [8, 8, 8], "model": {"base_channels": 2, "depth": 2}, "dat
 @pytest.mark.parametrize("baseline", BASELINE_NAMES)
 def test_each_baseline_trains_an_epoch(space, baseline):
     config = space.training_config(space.baselines[baseline])
-    resolve_config(config)  # raises on a key the trainer does not know
+    resolve_config(config, DEFAULT_CONFIG)  # raises on a key the trainer does not know
     config["patch_size"] = TINY["patch_size"]
     config["skeleton_iterations"] = TINY["skeleton_iterations"]
     config["model"].update(TINY["model"])

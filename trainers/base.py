@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import abc
+import copy
 import logging
 import math
 import os
@@ -52,6 +53,21 @@ class TrainerFamily(abc.ABC):
     def trainer_options(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Extra ``pl.Trainer`` arguments from the config (gradient clipping, accumulation, ...)."""
         return {}
+
+
+def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], where: str = "") -> dict:
+    """``config`` laid over ``defaults``, nested dicts merged key by key; unknown keys raise ``ValueError``."""
+    resolved = copy.deepcopy(dict(defaults))
+    for key, value in config.items():
+        if key not in defaults:
+            raise ValueError(f"unknown config key {where}{key}; known keys: {', '.join(defaults)}")
+        if isinstance(defaults[key], Mapping):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"config key {where}{key} must be a mapping of {', '.join(defaults[key])}")
+            resolved[key] = resolve_config(value, defaults[key], where=f"{where}{key}.")
+        else:
+            resolved[key] = value
+    return resolved
 
 
 def finite_floats(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -24,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -44,6 +43,7 @@ from objectives.regression import (
     regression_metrics,
 )
 from trainers.base import TrainerFamily
+from trainers.base import resolve_config as merge_config
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "data": {
@@ -120,18 +120,8 @@ MIN_VALIDATION_PER_BIN = 8
 
 
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """:data:`DEFAULT_CONFIG` with ``config``'s values in place; unknown keys raise ``ValueError``."""
-    resolved = copy.deepcopy(DEFAULT_CONFIG)
-    for section, values in config.items():
-        if section not in resolved:
-            raise ValueError(f"config section {section!r} is unknown to MLPRegression; known: {', '.join(resolved)}")
-        unknown = [key for key in values if key not in resolved[section]]
-        if unknown:
-            raise ValueError(
-                f"config keys {', '.join(f'{section}.{k}' for k in unknown)} are unknown to MLPRegression; "
-                f"{section} takes {', '.join(resolved[section])}"
-            )
-        resolved[section].update(copy.deepcopy(dict(values)))
+    """:data:`DEFAULT_CONFIG` with ``config``'s values in place; unknown keys and choices raise ``ValueError``."""
+    resolved = merge_config(config, DEFAULT_CONFIG)
     for key, value, choices in (
         ("data.source", resolved["data"]["source"], SOURCES),
         ("model.activation", resolved["model"]["activation"], ACTIVATIONS),

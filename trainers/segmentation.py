@@ -24,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -39,8 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from objectives.segmentation import COMPONENTS, SegmentationCounts, SurfaceLoss, reference_loss
-from trainers.base import TrainerFamily
+from objectives.segmentation import (
+    COMPONENTS,
+    SegmentationCounts,
+    SurfaceLoss,
+    reference_loss,
+)
+from trainers.base import TrainerFamily, resolve_config
 
 # "LOG" in the comments below: seeds/004_b3e37686342072be.txt, the researcher's log, by section.
 
@@ -94,21 +98,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 # The log's "Actual Training Label Distribution" (LOG, "Critical Analysis Update"): per-volume foreground.
 LABEL_FG_MEAN, LABEL_FG_STD, LABEL_FG_MIN, LABEL_FG_MAX = 0.609, 0.1803, 0.1795, 0.9228
-
-
-def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any] = DEFAULT_CONFIG, where: str = "") -> dict:
-    """``config`` laid over ``defaults``, nested dicts merged key by key; unknown keys raise ``ValueError``."""
-    resolved = copy.deepcopy(dict(defaults))
-    for key, value in config.items():
-        if key not in defaults:
-            raise ValueError(f"unknown config key {where}{key}; known keys: {', '.join(defaults)}")
-        if isinstance(defaults[key], Mapping):
-            if not isinstance(value, Mapping):
-                raise TypeError(f"config key {where}{key} must be a mapping of {', '.join(defaults[key])}")
-            resolved[key] = resolve_config(value, defaults[key], where=f"{where}{key}.")
-        else:
-            resolved[key] = value
-    return resolved
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -315,7 +304,7 @@ class SurfaceData(pl.LightningDataModule):
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        self.config = resolve_config(config)
+        self.config = resolve_config(config, DEFAULT_CONFIG)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -360,7 +349,7 @@ class SurfaceSegmentationModel(pl.LightningModule):
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        self.config = resolve_config(config)
+        self.config = resolve_config(config, DEFAULT_CONFIG)
         self.save_hyperparameters({"config": self.config})
         model = self.config["model"]
         self.net = UNet3D(base_channels=model["base_channels"], depth=model["depth"])
@@ -459,7 +448,7 @@ class SurfaceSegmentation(TrainerFamily):
         return SurfaceData(config)
 
     def callbacks(self, config: Mapping[str, Any]) -> list[pl.Callback]:
-        config = resolve_config(config)
+        config = resolve_config(config, DEFAULT_CONFIG)
         callbacks: list[pl.Callback] = []
         if config["swa_start_epoch"] is not None:
             # The log gives no SWA learning rate; SWA holds the configured one. Lightning counts
@@ -481,5 +470,5 @@ class SurfaceSegmentation(TrainerFamily):
         return callbacks
 
     def trainer_options(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        gradient_clip = resolve_config(config)["gradient_clip"]
+        gradient_clip = resolve_config(config, DEFAULT_CONFIG)["gradient_clip"]
         return {"gradient_clip_val": float(gradient_clip)} if gradient_clip else {}
