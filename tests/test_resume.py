@@ -31,7 +31,10 @@ def test_sigkill_mid_study_then_resume(tmp_path):
         while True:
             assert driver.poll() is None, "the study finished before it could be killed; make slow.py slower"
             assert time.monotonic() < deadline, "no trial was mid-training within 240 s"
-            trials = snapshot(url) if (tmp_path / "studies.db").exists() else []
+            try:
+                trials = snapshot(url)
+            except (KeyError, ValueError):  # the driver has not created the storage or the study yet
+                trials = []
             finished = [t for t in trials if t.state.is_finished()]
             mid = [t for t in trials if t.state == TrialState.RUNNING and "checkpoint" in t.user_attrs]
             if finished and mid:
