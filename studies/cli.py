@@ -153,8 +153,10 @@ def _run(args: argparse.Namespace, space_path: str, study_name: str | None) -> i
     study = run_study(space, options)
     from studies.catalog import trials_table
 
-    print(f"\nstudy {study.study_name}: top trials")
-    _print_table(trials_table(study, top=5))
+    table = trials_table(study, top=5)
+    summary = ["trial", "state", "baseline", "epochs", "train_s", *(o.name for o in space.objectives)]
+    print(f"\nstudy {study.study_name}: top trials (`tune show {study.study_name}` for every metric and param)")
+    _print_table(table[[c for c in summary if c in table]] if not table.empty else table)
     return 0
 
 
