@@ -39,6 +39,11 @@ def _storage_option(parser: argparse.ArgumentParser) -> None:
 def _run_options(parser: argparse.ArgumentParser) -> None:
     _storage_option(parser)
     parser.add_argument("--sampler", help="Optuna sampler: tpe (default), random, grid, cmaes, gp, nsga2")
+    parser.add_argument(
+        "--grid-knobs", type=lambda text: [k.strip() for k in text.split(",") if k.strip()], metavar="K1,K2",
+        help="with --sampler grid: grid only these knobs (their grid= values), hold the others at --grid-base",
+    )  # fmt: skip
+    parser.add_argument("--grid-base", metavar="BASELINE", help="the baseline whose values the non-gridded knobs keep (default: the first)")
     parser.add_argument("--trials", type=int, help="finished trials the study should hold (default: the space's budget)")
     parser.add_argument("--max-epochs", type=int, help="epochs of a trial that is never pruned")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop all trials after this long; resume later")
@@ -147,6 +152,8 @@ def _run(args: argparse.Namespace, space_path: str, study_name: str | None) -> i
         time_budget_s=args.time_budget,
         address=args.address,
         seed=args.seed,
+        grid_knobs=args.grid_knobs,
+        grid_base=args.grid_base,
         verbose=args.verbose,
         command="tune " + shlex.join(sys.argv[1:]),
     )

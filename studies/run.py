@@ -47,11 +47,14 @@ class RunOptions:
     time_budget_s: float | None = None
     address: str | None = None
     seed: int | None = None
+    grid_knobs: list[str] | None = None  # with --sampler grid: grid only these, hold the rest at grid_base
+    grid_base: str | None = None
     verbose: bool = False
     command: str = ""
 
 
-def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, space: Space, options: RunOptions) -> optuna.samplers.BaseSampler:
+    seed = options.seed
     if name not in SAMPLERS:
         raise StudyError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
     if name == "tpe":
@@ -60,7 +63,16 @@ def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.B
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        grid = optuna.samplers.GridSampler(space.grid(options.grid_knobs), seed=seed)
+        if not options.grid_knobs:
+            return grid
+        # A log's grid over a few knobs (flyvis: batch size x learning rate), the rest as one baseline has them.
+        base = options.grid_base or next(iter(space.baselines), None)
+        if base is None:
+            raise StudyError(f"--grid-knobs needs a baseline of {space.name} to hold the other knobs at; the space has none")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.PartialFixedSampler(space.held_at(base, options.grid_knobs), grid)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
@@ -183,9 +195,9 @@ def _concurrency(space: Space) -> int:
     return max(1, min(fits))
 
 
-def _grid_size(space: Space) -> int:
+def _grid_size(space: Space, grid_knobs: list[str] | None) -> int:
     """Trials a grid study needs: every grid point (baselines run besides, as Optuna's GridSampler skips enqueued trials)."""
-    return math.prod(len(values) for values in space.grid().values())
+    return math.prod(len(values) for values in space.grid(grid_knobs).values())
 
 
 def _trial_folder(trial) -> str:
@@ -196,7 +208,7 @@ def _trial_folder(trial) -> str:
 def run_study(space: Space, options: RunOptions) -> optuna.Study:
     """Run (or continue) the study until it holds the requested number of finished trials."""
     sampler_name = options.sampler or space.sampler
-    sampler = make_sampler(sampler_name, space, options.seed)
+    sampler = make_sampler(sampler_name, space, options)
     max_epochs = options.max_epochs or space.budget.max_epochs
     if max_epochs < 1:
         raise StudyError(f"--max-epochs must be at least 1 (got {max_epochs})")
@@ -204,7 +216,7 @@ def run_study(space: Space, options: RunOptions) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(space, options, sampler)
     enqueue_baselines(study, space)
-    default = _grid_size(space) + len(space.baselines) if sampler_name == "grid" else space.budget.trials
+    default = _grid_size(space, options.grid_knobs) + len(space.baselines) if sampler_name == "grid" else space.budget.trials
     target = options.trials or study.user_attrs.get(STUDY_TRIALS_REQUESTED) or default
     study.set_user_attr(STUDY_TRIALS_REQUESTED, target)
     counts = count_states(study)

@@ -176,15 +176,31 @@ class Space:
         values = {**self.fixed, **params}
         return nest(values, order=flatten(self.config).keys())
 
-    def grid(self) -> dict[str, list[Any]]:
-        missing = [n for n, k in self.knobs.items() if not k.grid]
+    def grid(self, only: Sequence[str] | None = None) -> dict[str, list[Any]]:
+        """The grid ``--sampler grid`` walks: every knob's ``grid=`` values, or only those of the knobs named."""
+        names = list(only or self.knobs)
+        unknown = [n for n in names if n not in self.knobs]
+        if unknown:
+            raise SpaceError(f"--grid-knobs names {', '.join(unknown)}, not knobs of {self.name}; its knobs: {', '.join(self.knobs)}")
+        missing = [n for n in names if not self.knobs[n].grid]
         if missing:
             raise SpaceError(
-                f"--sampler grid needs grid=[...] values on every knob; {self.name} lacks them on {', '.join(missing)}"
+                f"--sampler grid needs grid=[...] values on every gridded knob; {self.name} lacks them on {', '.join(missing)}"
+                " (or pass --grid-knobs to grid fewer knobs)"
             )
-        if any(k.when for k in self.knobs.values()):
+        if any(self.knobs[n].when for n in names):
             raise SpaceError(f"--sampler grid cannot search conditional knobs; use tpe or random for {self.name}")
-        return {n: list(k.grid) for n, k in self.knobs.items()}
+        return {n: list(self.knobs[n].grid) for n in names}
+
+    def held_at(self, baseline: str, gridded: Sequence[str]) -> dict[str, Any]:
+        """The values of the knobs a partial grid leaves alone, taken from one documented baseline."""
+        if baseline not in self.baselines:
+            raise SpaceError(f"--grid-base {baseline!r} is not a baseline of {self.name}; its baselines: {', '.join(self.baselines)}")
+        held = {n: v for n, v in self.baselines[baseline].items() if n not in gridded}
+        unset = [n for n in self.knobs if n not in gridded and n not in held and not self.knobs[n].when]
+        if unset:
+            raise SpaceError(f"baseline {baseline!r} does not set {', '.join(unset)}; add them to --grid-knobs or pick another --grid-base")
+        return held
 
 
 def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -65,7 +65,7 @@ def test_grid_needs_values_on_every_knob():
     space = load_space(SPACES / "tiny.py")
     assert space.grid() == {"model.hidden": [4, 16], "optimizer.lr": [1e-3, 3e-2]}
     space.knobs["extra"] = Float(0.0, 1.0)
-    with pytest.raises(SpaceError, match="grid=\\[...\\] values on every knob; tiny lacks them on extra"):
+    with pytest.raises(SpaceError, match="grid=\\[...\\] values on every gridded knob; tiny lacks them on extra"):
         space.grid()
     space.knobs["extra"] = Categorical(["a", "b"], when={"model.hidden": 4})
     with pytest.raises(SpaceError, match="cannot search conditional knobs"):
@@ -82,3 +82,13 @@ def test_journal_and_sqlite_storages_open(tmp_path):
         open_storage(f"sqlite:///{tmp_path / 'no' / 'x.db'}", create=True)
     with pytest.raises(StorageError, match="cannot open storage"):
         open_storage("sqlite:///" + str(tmp_path), create=True)  # a folder, not a database file
+
+
+def test_partial_grid_takes_the_rest_from_a_baseline():
+    space = load_space(SPACES / "tiny.py")
+    assert space.grid(["optimizer.lr"]) == {"optimizer.lr": [1e-3, 3e-2]}
+    assert space.held_at("small_slow", ["optimizer.lr"]) == {"model.hidden": 4}
+    with pytest.raises(SpaceError, match="--grid-knobs names lr, not knobs of tiny"):
+        space.grid(["lr"])
+    with pytest.raises(SpaceError, match="--grid-base 'v9' is not a baseline of tiny"):
+        space.held_at("v9", ["optimizer.lr"])

@@ -131,3 +131,12 @@ def test_grid_sampler_runs_the_whole_grid(ray_cluster, storage_url, ray_storage)
     grid = {(h, lr) for h in (4, 16) for lr in (1e-3, 3e-2)}
     assert grid <= searched
     assert len(study.get_trials()) == len(grid) + len(space.baselines)
+
+
+def test_partial_grid_holds_the_other_knobs_at_a_baseline(ray_cluster, storage_url, ray_storage):
+    space = load_space(SPACES / "tiny.py")
+    options = RunOptions(storage=storage_url, sampler="grid", grid_knobs=["model.hidden"], grid_base="wide_fast", max_epochs=1)
+    study = run_study(space, options)
+    searched = [t for t in study.get_trials() if ATTR_BASELINE not in t.user_attrs]
+    assert sorted(t.params["model.hidden"] for t in searched) == [4, 16]
+    assert {t.params["optimizer.lr"] for t in searched} == {3e-2}  # wide_fast's learning rate
