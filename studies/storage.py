@@ -62,7 +62,10 @@ def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.Bas
         if journal is not None:
             backend = optuna.storages.journal.JournalFileBackend(str(journal))
             return optuna.storages.JournalStorage(backend)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url))
+        # Readers never create tables: a reader racing a new driver's table creation would break it.
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
+        )
     except ImportError as exc:
         raise StorageError(f"storage {url} needs a database driver that is not installed: {exc}") from exc
     except Exception as exc:  # SQLAlchemy and drivers raise many kinds: all mean "cannot open"

@@ -7,6 +7,7 @@ import sys
 import time
 
 import optuna
+import sqlalchemy.exc
 from conftest import SPACES, tune_cli
 from optuna.trial import TrialState
 
@@ -33,7 +34,7 @@ def test_sigkill_mid_study_then_resume(tmp_path):
             assert time.monotonic() < deadline, "no trial was mid-training within 240 s"
             try:
                 trials = snapshot(url)
-            except (KeyError, ValueError):  # the driver has not created the storage or the study yet
+            except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # no storage, tables or study yet
                 trials = []
             finished = [t for t in trials if t.state.is_finished()]
             mid = [t for t in trials if t.state == TrialState.RUNNING and "checkpoint" in t.user_attrs]
