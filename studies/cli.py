@@ -7,7 +7,10 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # run.py imports Ray; commands that do not run a study should not pay for it
+    from studies.run import RunOptions
 
 RAY_SUBCOMMANDS = {"lsx", "list-trials", "list-experiments", "add-note"}
 
@@ -81,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("study")
     _run_options(resume)
 
+    repeat = commands.add_parser("repeat", help="re-train a study's top configs with new seeds; report mean and spread")
+    repeat.add_argument("study")
+    repeat.add_argument("--top", type=int, default=3, help="how many of the best COMPLETE trials (default 3)")
+    repeat.add_argument("--seeds", type=int, default=3, help="new seeds per config (default 3)")
+    repeat.add_argument("--into", metavar="NAME", help="the repeat study's name (default: STUDY-repeat)")
+    _run_options(repeat)
+
     ls = commands.add_parser("ls", help="studies in the storage: trials by state and best values")
     _storage_option(ls)
 
@@ -138,12 +148,10 @@ def _describe_trial(trial) -> str:
     return "\n".join(lines)
 
 
-def _run(args: argparse.Namespace, space_path: str, study_name: str | None) -> int:
-    from studies.run import RunOptions, run_study
-    from studies.space import load_space
+def _run_options_from(args: argparse.Namespace, study_name: str | None, **overrides) -> RunOptions:
+    from studies.run import RunOptions
 
-    space = load_space(space_path)
-    options = RunOptions(
+    options = dict(
         study=study_name,
         storage=args.storage,
         sampler=args.sampler,
@@ -157,7 +165,32 @@ def _run(args: argparse.Namespace, space_path: str, study_name: str | None) -> i
         verbose=args.verbose,
         command="tune " + shlex.join(sys.argv[1:]),
     )
-    study = run_study(space, options)
+    return RunOptions(**{**options, **overrides})
+
+
+def _repeat(args: argparse.Namespace) -> int:
+    from studies import catalog
+    from studies.records import STUDY_SPACE_PATH
+    from studies.repeat import repeat_queue, spread_table
+    from studies.run import run_study
+    from studies.space import load_space
+
+    original = catalog.load_study(args.study, args.storage)
+    queue = repeat_queue(original, args.top, args.seeds)
+    space = load_space(original.user_attrs[STUDY_SPACE_PATH])
+    options = _run_options_from(args, args.into or f"{args.study}-repeat", trials=len(queue), prune=False)
+    repeated = run_study(space, options, queue=queue)
+    print(f"\n{repeated.study_name}: each config of {args.study} over {args.seeds} new seeds")
+    _print_table(spread_table(repeated))
+    return 0
+
+
+def _run(args: argparse.Namespace, space_path: str, study_name: str | None) -> int:
+    from studies.run import run_study
+    from studies.space import load_space
+
+    space = load_space(space_path)
+    study = run_study(space, _run_options_from(args, study_name))
     from studies.catalog import trials_table
 
     table = trials_table(study, top=5)
@@ -215,6 +248,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
         study = catalog.load_study(args.study, args.storage)
         return _run(args, study.user_attrs[STUDY_SPACE_PATH], args.study)
+    if args.command == "repeat":
+        return _repeat(args)
     if args.command == "ls":
         _print_table(catalog.list_studies(args.storage))
         return 0

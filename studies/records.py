@@ -13,6 +13,7 @@ ATTR_CHECKPOINT = "checkpoint"
 ATTR_CHECKPOINT_EPOCH = "checkpoint_epoch"
 ATTR_CONTINUED_AT_EPOCH = "continued_at_epoch"  # first epoch a continued trial trained after its driver was lost
 ATTR_DRIVER = "driver"
+ATTR_REPEAT_OF = "repeat_of"  # in a repeat study: the original trial this one re-trains with a new seed
 ATTR_BEST_EPOCH = "best_epoch"
 ATTR_BEST_EPOCH_METRICS = "best_epoch_metrics"
 ATTR_TRAINING_CONFIG = "training_config"  # the full nested config as JSON: what `tune export` writes

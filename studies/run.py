@@ -19,6 +19,7 @@ from studies.errors import UserInputError
 from studies.records import (
     ATTR_BASELINE,
     ATTR_DRIVER,
+    ATTR_REPEAT_OF,
     STUDY_ASHA,
     STUDY_BASELINES_QUEUED,
     STUDY_CREATED_BY,
@@ -49,6 +50,7 @@ class RunOptions:
     seed: int | None = None
     grid_knobs: list[str] | None = None  # with --sampler grid: grid only these, hold the rest at grid_base
     grid_base: str | None = None
+    prune: bool = True  # False: every trial trains max_epochs (repeats compare like with like)
     verbose: bool = False
     command: str = ""
 
@@ -113,12 +115,21 @@ def _note_on_dashboard(study: optuna.Study, space: Space, command: str) -> None:
     save_note(study, f"Created by `{command}` from `{space.path.name}`.\n\nObjectives: {objectives}; the first drives ASHA.")
 
 
-def enqueue_baselines(study: optuna.Study, space: Space) -> None:
-    """The log's documented configs go first, once per study (a resumed study does not get them again)."""
+Queue = list[tuple[dict, dict]]
+"""Configs to run first, each with the user attributes its trial gets: ``[(params, attrs), ...]``."""
+
+
+def baseline_queue(space: Space) -> Queue:
+    return [(params, {ATTR_BASELINE: name}) for name, params in space.baselines.items()]
+
+
+def enqueue_once(study: optuna.Study, queue: Queue) -> None:
+    """The queued configs go first, once per study (a resumed study does not get them again)."""
     if study.user_attrs.get(STUDY_BASELINES_QUEUED):
         return
-    for name, params in space.baselines.items():
-        study.enqueue_trial(params, user_attrs={ATTR_BASELINE: name}, skip_if_exists=True)
+    for params, attrs in queue:
+        # A repeat study queues the same config several times on purpose; a baseline twice would be a slip.
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=ATTR_REPEAT_OF not in attrs)
     study.set_user_attr(STUDY_BASELINES_QUEUED, True)
 
 
@@ -205,7 +216,7 @@ def _trial_folder(trial) -> str:
     return f"trial_{trial.config['optuna_trial']}_{trial.trial_id}"
 
 
-def run_study(space: Space, options: RunOptions) -> optuna.Study:
+def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> optuna.Study:
     """Run (or continue) the study until it holds the requested number of finished trials."""
     sampler_name = options.sampler or space.sampler
     sampler = make_sampler(sampler_name, space, options)
@@ -215,7 +226,7 @@ def run_study(space: Space, options: RunOptions) -> optuna.Study:
     if not options.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(space, options, sampler)
-    enqueue_baselines(study, space)
+    enqueue_once(study, baseline_queue(space) if queue is None else queue)
     default = _grid_size(space, options.grid_knobs) + len(space.baselines) if sampler_name == "grid" else space.budget.trials
     target = options.trials or study.user_attrs.get(STUDY_TRIALS_REQUESTED) or default
     study.set_user_attr(STUDY_TRIALS_REQUESTED, target)
@@ -236,7 +247,7 @@ def run_study(space: Space, options: RunOptions) -> optuna.Study:
     _start_ray(options)
     objective = space.objectives[0]
     bridge = OptunaBridge(study, space, max_epochs=max_epochs, new_trials=new_trials, orphans=orphans, counts=counts)
-    grace = min(space.budget.grace_period, max_epochs)
+    grace = min(space.budget.grace_period, max_epochs) if options.prune else max_epochs
     study.set_user_attr(STUDY_ASHA, {"max_epochs": max_epochs, "grace_period": grace, "reduction_factor": space.budget.reduction_factor})
     scheduler = ASHAScheduler(
         time_attr="epoch", max_t=max_epochs, grace_period=grace, reduction_factor=space.budget.reduction_factor

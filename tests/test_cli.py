@@ -78,6 +78,7 @@ BAD_INPUTS = {
     "unknown metric": (["best", "tiny", "--by", "accuracy"], "no trial of tiny recorded 'accuracy'"),
     "unwritable output": (["export", "tiny", "-o", "/no/such/folder/x.yaml"], "folder /no/such/folder does not exist"),
     "bad bound": (["best", "tiny", "--where", "val_mae<3"], "is not NAME=LOW..HIGH"),
+    "no seeds": (["repeat", "tiny", "--seeds", "0"], "--top and --seeds must be at least 1"),
 }
 
 

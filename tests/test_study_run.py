@@ -13,6 +13,7 @@ from studies.records import (
     ATTR_TRACEBACK,
     ATTR_TRAINING_CONFIG,
 )
+from studies.repeat import repeat_queue, spread_table
 from studies.run import RunOptions, StudyError, run_study
 from studies.space import load_space
 from studies.storage import open_storage
@@ -140,3 +141,21 @@ def test_partial_grid_holds_the_other_knobs_at_a_baseline(ray_cluster, storage_u
     searched = [t for t in study.get_trials() if ATTR_BASELINE not in t.user_attrs]
     assert sorted(t.params["model.hidden"] for t in searched) == [4, 16]
     assert {t.params["optimizer.lr"] for t in searched} == {3e-2}  # wide_fast's learning rate
+
+
+def test_repeat_retrains_the_top_configs_with_new_seeds(tiny_study, ray_storage):
+    study, url, _ = tiny_study
+    queue = repeat_queue(study, top=2, seeds=2)
+    top_two = [t.number for t in sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)[:2]]
+    space = load_space(SPACES / "tiny.py")
+    repeated = run_study(space, RunOptions(storage=url, study="tiny-repeat", trials=len(queue), prune=False), queue=queue)
+    trials = repeated.get_trials()
+    assert sorted(t.user_attrs["repeat_of"] for t in trials) == sorted(top_two * 2)
+    assert all(t.state == TrialState.COMPLETE and t.user_attrs["epochs"] == 4 for t in trials)
+    for number in top_two:
+        runs = [t for t in trials if t.user_attrs["repeat_of"] == number]
+        assert runs[0].params == runs[1].params == study.trials[number].params
+        assert runs[0].value != runs[1].value  # each repeat has its own seed
+    table = spread_table(repeated)
+    assert sorted(table["trial"]) == sorted(top_two) and set(table["seeds"]) == {2}
+    assert "val_loss std" in table and "prediction_std mean" in table
