@@ -139,22 +139,25 @@ class OptunaBridge(Searcher):
             trial = optuna.Trial(self.study, frozen._trial_id)
             params = dict(frozen.params)
             resume_from = frozen.user_attrs.get(ATTR_CHECKPOINT)
-            epoch = max(frozen.intermediate_values, default=0)
-            last_result = {RESULT_EPOCH: epoch, self.metric: frozen.intermediate_values[epoch]} if epoch else {}
+            # Training goes on from the checkpoint's epoch (a later reported epoch, if any, is trained again).
+            epoch = int(frozen.user_attrs.get(ATTR_CHECKPOINT_EPOCH, 0)) if resume_from else 0
+            value = frozen.intermediate_values.get(epoch)
+            last_result = {RESULT_EPOCH: epoch, self.metric: value} if value is not None else {}
             train_seconds = float(frozen.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0))
+            continued = True
         elif self.new_trials_left > 0:
             self.new_trials_left -= 1
             trial = self.study.ask()
             params = self.space.suggest(trial)
             trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
             resume_from = None
-            epoch, last_result, train_seconds = 0, {}, 0.0
+            epoch, last_result, train_seconds, continued = 0, {}, 0.0, False
         else:
             return Searcher.FINISHED
         trial.set_user_attr(ATTR_DRIVER, self.driver)
         trial.set_user_attr(ATTR_SPACE_SHA, self.space_sha)
         self.running[trial_id] = _Running(
-            trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=resume_from is not None or epoch > 0
+            trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=continued
         )
         self.counts.running += 1
         return {
