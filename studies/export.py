@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -13,12 +12,8 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from studies.catalog import SelectionError
-from studies.errors import UserInputError
+from studies.files import checked_output, write_atomically
 from studies.records import ATTR_BASELINE, ATTR_EPOCHS, ATTR_TRAINING_CONFIG, METRIC_PREFIX, STUDY_SPACE_PATH
-
-
-class ExportError(UserInputError):
-    """An export that cannot be written; the message says why."""
 
 
 def training_config(trial: FrozenTrial) -> dict:
@@ -47,16 +42,6 @@ def render(study: optuna.Study, trial: FrozenTrial, output: str) -> str:
 
 
 def write_export(study: optuna.Study, trial: FrozenTrial, output: str) -> Path:
-    """Write atomically: a failed export leaves no half-written file behind."""
-    path = Path(output)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ExportError(f"cannot write {output}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ExportError(f"cannot write {output}: permission denied; choose another -o path")
-    text = render(study, trial, output)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    path = checked_output(output)
+    write_atomically(path, render(study, trial, output))
     return path

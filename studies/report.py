@@ -37,6 +37,7 @@ from plotly.subplots import make_subplots
 
 from studies.catalog import SelectionError, metric_value, objectives_of, select_trial, trials_table
 from studies.errors import UserInputError
+from studies.files import checked_output, write_atomically
 from studies.records import (
     ATTR_BASELINE,
     ATTR_EPOCHS,
@@ -546,16 +547,9 @@ def write_pngs(figures: dict[str, go.Figure], report: Path) -> list[Path]:
 
 def write_report(study: optuna.Study, output_path: str | Path, png: bool = False) -> list[Path]:
     """Write the report (atomically) and, with ``png``, each figure as a PNG beside it; return the written paths."""
-    path = Path(output_path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ReportError(f"cannot write {output_path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ReportError(f"cannot write {output_path}: permission denied; choose another -o path")
+    path = checked_output(output_path)
     sections = build_sections(study)
     # PNGs first: without a browser for them, nothing is written and the error says what to install.
     pngs = write_pngs({s.id: s.figure for s in sections if s.figure is not None}, path) if png else []
-    temporary = folder / f".{path.name}.{os.getpid()}.tmp"  # beside the report, so the rename is atomic
-    temporary.write_text(render_page(study, sections), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, render_page(study, sections))
     return [path, *pngs]
