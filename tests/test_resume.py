@@ -73,3 +73,16 @@ def test_sigkill_mid_study_then_resume(tmp_path):
         if continued.user_attrs["epochs"] > epoch:
             assert continued.user_attrs[ATTR_CONTINUED_AT_EPOCH] == epoch + 1
         assert sorted(continued.intermediate_values) == list(range(1, continued.user_attrs["epochs"] + 1))
+
+
+def test_time_budget_leaves_trials_to_resume(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    first = tune_cli("run", SPACES / "slow.py", "--storage", url, "--trials", 3, "--time-budget", 5, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "interrupted; `tune resume slow` continues them" in first.stderr
+    assert [t for t in snapshot(url) if t.state == TrialState.RUNNING]
+    resumed = tune_cli("resume", "slow", "--storage", url, cwd=tmp_path, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr
+    after = snapshot(url)
+    assert len([t for t in after if t.state.is_finished()]) == 3
+    assert not [t for t in after if t.state == TrialState.RUNNING]
