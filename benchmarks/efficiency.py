@@ -2,22 +2,21 @@
 
 efficiency = sum over trials of (epochs trained x epoch work) / (workers x wall time)
 
-Methods, all on the same fixed-work trainer (benchmarks/fixed_work.py), N trials, ASHA with the
-same rungs, 2 workers:
-- tune:            `studies.run.run_study` (the bridge, reused actors, one trial per CPU)
-- ray_optuna:      stock Ray Tune, `OptunaSearch` + `ASHAScheduler`, new actor per trial
+Methods, all on the same fixed-work trainer (benchmarks/fixed_work.py), N trials, the same
+successive-halving rungs, 2 workers:
+- tune:             `studies.run.run_study`, as `tune run` runs it (the bridge, reused actors)
+- ray_optuna:       stock Ray Tune, `OptunaSearch` + `ASHAScheduler`, a new actor per trial
 - ray_optuna_reuse: the same with `reuse_actors=True`
-- optuna_2proc:    plain Optuna, two processes sharing one SQLite study, `SuccessiveHalvingPruner`
+- optuna_2proc:     plain Optuna, two processes sharing one SQLite study, `SuccessiveHalvingPruner`
 
-Ray is started before the clock for the Ray methods (it is a once-per-session cost); the plain
-Optuna processes are timed from their launch, imports included, as a user would run them.
+Ray is started before the clock for the Ray methods (a once-per-session cost); the plain Optuna
+processes are timed from their launch, imports included, as a user would run them.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,18 @@ import optuna
 
 HERE = Path(__file__).parent
 WORKERS = 2
+TITLE = "Orchestration efficiency"
+METHODS = ("tune", "ray_optuna", "ray_optuna_reuse", "optuna_2proc")
+METHOD_NAMES = {
+    "tune": "`tune run`",
+    "ray_optuna": "Ray Tune: OptunaSearch + ASHA",
+    "ray_optuna_reuse": "Ray Tune: OptunaSearch + ASHA, reuse_actors",
+    "optuna_2proc": "plain Optuna: 2 processes, SuccessiveHalvingPruner",
+}
+EPOCH_SECONDS = (0.05, 0.5, 2.0)
+TRIALS = 30  # the size of a default study here (24 to 40 trials), so start-up and ASHA's last full trial weigh as they would
+SMOKE_EPOCH_SECONDS = (0.05,)
+SMOKE_TRIALS = 2
 
 
 def variant_space(folder: Path, epoch_seconds: float) -> Path:
@@ -36,9 +47,7 @@ def variant_space(folder: Path, epoch_seconds: float) -> Path:
     return path
 
 
-def run_tune(space_path: Path, trials: int, folder: Path) -> float:
-    import os
-
+def run_tune(space_path: Path, trials: int, folder: Path) -> tuple[float, int]:
     from studies.run import RunOptions, run_study
     from studies.space import load_space
 
@@ -73,8 +82,7 @@ def run_stock_ray(space_path: Path, trials: int, folder: Path, reuse_actors: boo
 
     from studies.space import load_space
 
-    space = load_space(space_path)
-    budget = space.budget
+    budget = load_space(space_path).budget
     searcher = OptunaSearch(
         {"x": optuna.distributions.FloatDistribution(-1, 1), "y": optuna.distributions.FloatDistribution(-1, 1)},
         metric="val_loss", mode="min", seed=0,
@@ -141,10 +149,8 @@ def run_plain_optuna(space_path: Path, trials: int, folder: Path) -> tuple[float
     return wall, epochs
 
 
-METHODS = ("tune", "ray_optuna", "ray_optuna_reuse", "optuna_2proc")
-
-
-def measure(epoch_seconds_list: list[float], trials: int, methods=METHODS) -> list[dict]:
+def measure_methods(epoch_seconds_list, trials: int, methods=METHODS) -> list[dict]:
+    """One row per (epoch length, method): epochs trained, wall time and efficiency."""
     import ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -173,24 +179,69 @@ def measure(epoch_seconds_list: list[float], trials: int, methods=METHODS) -> li
                     "wall_seconds": round(wall, 2),
                     "efficiency": round(epochs * epoch_seconds / (WORKERS * wall), 3),
                 }
-                print(json.dumps(row), flush=True)
+                print(row, flush=True)
                 rows.append(row)
     if ray.is_initialized():
         ray.shutdown()
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epoch-seconds", type=float, nargs="+", default=[0.05, 0.5, 2.0])
-    parser.add_argument("--trials", type=int, default=18)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "efficiency.json")
-    args = parser.parse_args()
-    rows = measure(args.epoch_seconds, args.trials, args.methods)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1))
+def measure(smoke: bool = False) -> list[dict]:
+    if smoke:
+        return measure_methods(SMOKE_EPOCH_SECONDS, SMOKE_TRIALS)
+    return measure_methods(EPOCH_SECONDS, TRIALS)
+
+
+def _by_length(rows: list[dict]) -> dict[float, dict[str, dict]]:
+    table: dict[float, dict[str, dict]] = {}
+    for row in rows:
+        table.setdefault(row["epoch_seconds"], {})[row["method"]] = row
+    return table
+
+
+def table(rows: list[dict]) -> str:
+    by_length = _by_length(rows)
+    methods = [m for m in METHODS if any(m in cells for cells in by_length.values())]
+    lines = [
+        f"{rows[0]['trials']} trials, 2 workers, ASHA rungs of benchmarks/fixed_work.py; "
+        "efficiency = epochs trained x epoch work / (2 x wall). Cells: efficiency (wall s, epochs).",
+        "",
+        "| epoch work | " + " | ".join(METHOD_NAMES[m] for m in methods) + " | tune / best other |",
+        "|---|" + "---|" * (len(methods) + 1),
+    ]
+    for epoch_seconds, cells in sorted(by_length.items()):
+        row = [f"{epoch_seconds:g} s"]
+        for method in methods:
+            cell = cells.get(method)
+            row.append("-" if cell is None else f"{cell['efficiency']:.3f} ({cell['wall_seconds']:.1f} s, {cell['epochs']})")
+        others = [c["efficiency"] for m, c in cells.items() if m != "tune"]
+        ratio = cells["tune"]["efficiency"] / max(others) if "tune" in cells and others and max(others) > 0 else None
+        row.append("-" if ratio is None else f"{ratio:.2f}x")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plots(rows: list[dict]) -> dict:
+    import plotly.graph_objects as go
+
+    by_length = _by_length(rows)
+    lengths = sorted(by_length)
+    figure = go.Figure()
+    for method in METHODS:
+        values = [by_length[length].get(method, {}).get("efficiency") for length in lengths]
+        if any(v is not None for v in values):
+            figure.add_bar(name=METHOD_NAMES[method], x=[f"{length:g} s" for length in lengths], y=values)
+    figure.add_hline(y=0.9, line_dash="dot", annotation_text="target 0.9")
+    figure.update_layout(
+        title="Orchestration efficiency on 2 workers (higher is better)",
+        xaxis_title="CPU work per epoch", yaxis_title="efficiency", yaxis_range=[0, 1], barmode="group",
+    )  # fmt: skip
+    return {"efficiency": figure}
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from benchmarks.__main__ import main
+
+    main(["--only", "efficiency", *sys.argv[1:]])

@@ -523,17 +523,22 @@ def _chromium_path() -> str | None:
 
 def write_pngs(figures: dict[str, go.Figure], report: Path) -> list[Path]:
     """Each figure as ``REPORT-NAME.png`` beside the report, all rendered in one headless browser."""
+    return write_figure_pngs({report.with_name(f"{report.stem}-{name}.png"): figure for name, figure in figures.items()})
+
+
+def write_figure_pngs(figures: dict[Path, go.Figure]) -> list[Path]:
+    """Each figure as a PNG at its path, all rendered in one headless browser."""
     try:
         import kaleido
         from kaleido.errors import ChromeNotFoundError
     except ImportError as exc:
         raise ReportError("--png needs kaleido: pip install 'kaleido>=1'") from exc
-    paths = [report.with_name(f"{report.stem}-{name}.png") for name in figures]
+    paths = list(figures)
     options = {"mathjax": False}  # the figures use no LaTeX, and mathjax would be fetched from a CDN
     browser = _chromium_path()
     if browser:
         options["path"] = browser
-    specs = [{"fig": figure, "path": path, "opts": {"format": "png", **PNG_SIZE}} for figure, path in zip(figures.values(), paths)]
+    specs = [{"fig": figure, "path": path, "opts": {"format": "png", **PNG_SIZE}} for path, figure in figures.items()]
     try:
         kaleido.write_fig_from_object_sync(specs, kopts=options, cancel_on_error=True)
     except ChromeNotFoundError as exc:
