@@ -12,7 +12,12 @@ the architecture once on the synthetic small-molecule domain (the stand-in for S
 fine-tunes on the synthetic CRISPRi domain, on held-out perturbations. For real data, set
 ``model.checkpoint`` to the pretrained weights and ``data`` to the .h5ad (see trainers/state_transition.py).
 
-``PHASES`` holds each phase's own settings, for studies that search one phase at a time.
+``PHASES`` holds each phase's own settings and ``WARM_START`` the config path of the weights a
+phase starts from. ``tune phases search_spaces/state_tahoe.py`` runs the log's phases A-E as one
+study each (``state_tahoe-phase-A`` ... ``-E``): a phase holds its settings fixed and searches the
+other knobs; its first trial is the previous phase's best config under its settings ("best of
+phase A"), and every trial starts from the weights that best trial ended with. Phase A starts from
+the source-pretrained model. Running the command again skips the phases already done.
 """
 
 from studies.space import Budget, Categorical, Float, Int, Objective, Resources
@@ -111,6 +116,9 @@ PHASES = {
         "optimizer.lower_blocks_lr_factor": 1e-5 / 2e-4,
     },
 }
+
+# The config path of a phase's starting weights: the previous phase's best checkpoint (Phase A's, the pretrained model).
+WARM_START = "model.checkpoint"
 
 # What the phases share once "The First Health Check" was applied: energy loss, clipping at 1.0,
 # weight decay 1e-3 ("the lower end of the recommended range"), Phase B's schedule, and LLRD's ratios.

@@ -10,7 +10,10 @@ The search-space module contract (one declarations-only file per project in ``se
 ``OBJECTIVES``  ``[Objective(name, direction), ...]``; the first drives ASHA and the sampler, all are
                 recorded and selectable (``tune best --by``).
 ``BUDGET``      ``Budget(max_epochs, grace_period, reduction_factor, trials)``.
-``RESOURCES``   ``Resources(cpus, gpus)`` per trial (fractional GPUs pack trials on one GPU).
+``RESOURCES``   ``Resources(cpus, gpus, workers)`` per trial: a fraction of a GPU packs trials on one
+                GPU; several GPUs (or ``workers`` CPU processes) make a Lightning DDP trial.
+``PHASES``      optional fine-tuning stages, ``{"A": {"knob": value}}``, with ``WARM_START``, the path
+                of the starting weights: ``tune phases`` runs one warm-started study per phase.
 ``TRAINER``     a :class:`trainers.base.TrainerFamily` subclass.
 ``SAMPLER``     optional default sampler: tpe, random, grid, cmaes, gp, nsga2.
 
@@ -23,7 +26,7 @@ Example::
     space = load_space("search_spaces/vesuvius.py")   # validated; SpaceError says what to fix
     print(space.knobs["loss_weights.dice_weight"])     # Float(low=0.1, high=0.6, ...)
 
-Commands (see ``tune --help``): run, resume, ls, show, best, export, train, dashboard.
+Commands (see ``tune --help``): run, resume, phases, repeat, ls, show, best, export, train, report, dashboard.
 """
 
 from studies.space import Budget, Categorical, Float, Int, Objective, Resources, Space, SpaceError, load_space

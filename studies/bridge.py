@@ -40,17 +40,21 @@ from studies.records import (
     ATTR_DEVICE,
     ATTR_DRIVER,
     ATTR_EPOCHS,
+    ATTR_GPU_IDS,
     ATTR_REASON,
     ATTR_SPACE_SHA,
     ATTR_TRACEBACK,
     ATTR_TRAIN_SECONDS,
     ATTR_TRAINING_CONFIG,
+    ATTR_WORLD_SIZE,
     METRIC_PREFIX,
     RESULT_DEVICE,
     RESULT_EPOCH,
     RESULT_EPOCH_SECONDS,
     RESULT_ERROR,
+    RESULT_GPU_IDS,
     RESULT_TRACEBACK,
+    RESULT_WORLD_SIZE,
 )
 from studies.space import Space
 
@@ -60,6 +64,7 @@ RAY_RESULT_KEYS = {
     "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "trial_id",
     "experiment_tag", "config", "should_checkpoint",
     RESULT_EPOCH, RESULT_EPOCH_SECONDS,  # kept as the epochs and train_seconds attributes instead
+    RESULT_WORLD_SIZE,  # kept as the world_size attribute: where it trained, not how well
 }  # fmt: skip
 
 
@@ -115,7 +120,7 @@ class OptunaBridge(Searcher):
         space: Space,
         *,
         max_epochs: int,
-        new_trials: int,
+        target: int,
         orphans: Iterable[optuna.trial.FrozenTrial] = (),
         counts: Counts | None = None,
     ):
@@ -124,7 +129,7 @@ class OptunaBridge(Searcher):
         self.study = study
         self.space = space
         self.max_epochs = max_epochs
-        self.new_trials_left = new_trials
+        self.target = target  # finished trials the study should hold, whichever drivers run them
         self.orphans = list(orphans)
         self.counts = counts or Counts()
         self.running: dict[str, _Running] = {}
@@ -137,7 +142,6 @@ class OptunaBridge(Searcher):
         if self.orphans:
             frozen = self.orphans.pop(0)
             trial = optuna.Trial(self.study, frozen._trial_id)
-            params = dict(frozen.params)
             resume_from = frozen.user_attrs.get(ATTR_CHECKPOINT)
             # Training goes on from the checkpoint's epoch (a later reported epoch, if any, is trained again).
             epoch = int(frozen.user_attrs.get(ATTR_CHECKPOINT_EPOCH, 0)) if resume_from else 0
@@ -145,16 +149,20 @@ class OptunaBridge(Searcher):
             last_result = {RESULT_EPOCH: epoch, self.metric: value} if value is not None else {}
             train_seconds = float(frozen.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0))
             continued = True
-        elif self.new_trials_left > 0:
-            self.new_trials_left -= 1
+        elif self._slots_taken() < self.target:
             trial = self.study.ask()
-            params = self.space.suggest(trial)
-            trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
+            if self._slots_taken(upto=trial._trial_id) > self.target:
+                # Another driver took the last slot between the count and the ask: the empty trial goes back to the queue.
+                self.study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+                return Searcher.FINISHED
             resume_from = None
             epoch, last_result, train_seconds, continued = 0, {}, 0.0, False
         else:
             return Searcher.FINISHED
-        trial.set_user_attr(ATTR_DRIVER, self.driver)
+        trial.set_user_attr(ATTR_DRIVER, self.driver)  # before drawing params: other drivers see at once whose trial it is
+        # An orphan whose driver was lost mid-draw draws the rest now; Optuna returns the params already drawn unchanged.
+        params = self.space.suggest(trial)
+        trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
         trial.set_user_attr(ATTR_SPACE_SHA, self.space_sha)
         self.running[trial_id] = _Running(
             trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=continued
@@ -226,6 +234,15 @@ class OptunaBridge(Searcher):
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def _slots_taken(self, upto: int | None = None) -> int:
+        """Finished and RUNNING trials of every driver on the study; with ``upto``, only those created no later than that trial.
+
+        Counting by creation order settles a race: of two drivers that each asked for the last slot, the later trial is surplus.
+        """
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        trials = self.study.get_trials(deepcopy=False, states=states)
+        return sum(1 for t in trials if upto is None or t._trial_id <= upto)
+
     def _absorb(self, live: _Running, result: Mapping[str, Any]) -> None:
         """Record one validation epoch's result once, however Ray delivers it."""
         epoch = int(result.get(RESULT_EPOCH, 0))
@@ -259,6 +276,8 @@ class OptunaBridge(Searcher):
                 ATTR_EPOCHS: epochs,
                 ATTR_TRAIN_SECONDS: round(live.train_seconds, 3),
                 ATTR_DEVICE: result.get(RESULT_DEVICE, "unknown"),
+                ATTR_GPU_IDS: result.get(RESULT_GPU_IDS, []),
+                ATTR_WORLD_SIZE: result.get(RESULT_WORLD_SIZE, 1),
                 ATTR_BEST_EPOCH: live.best_epoch,
                 ATTR_BEST_EPOCH_METRICS: json.dumps(live.best_metrics),
             }

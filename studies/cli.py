@@ -51,7 +51,19 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-epochs", type=int, help="epochs of a trial that is never pruned")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop all trials after this long; resume later")
     parser.add_argument("--address", help="an existing Ray cluster's address (default: start a local Ray)")
+    parser.add_argument(
+        "--ray-storage", metavar="PATH_OR_URI",
+        help="where Ray keeps checkpoints: a folder or pyarrow URI every node reaches (default: $TUNE_RAY_STORAGE or tune_runs/ray)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, help="seed of the sampler")
+    parser.add_argument(
+        "--gpus-per-trial", type=float, metavar="N",
+        help="GPUs per trial instead of the space's RESOURCES: 0.25 packs four trials on a GPU, 2 trains each trial with DDP on 2 GPUs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-retries", type=int, metavar="N",
+        help="times a trial whose worker process died continues from its checkpoint before it is FAIL (default 2)",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own output")
 
 
@@ -90,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     repeat.add_argument("--seeds", type=int, default=3, help="new seeds per config (default 3)")
     repeat.add_argument("--into", metavar="NAME", help="the repeat study's name (default: STUDY-repeat)")
     _run_options(repeat)
+
+    phases = commands.add_parser("phases", help="fine-tune phase by phase: a study per phase, each from the last one's best")
+    phases.add_argument("space", help="search-space module that declares PHASES, e.g. search_spaces/state_tahoe.py")
+    phases.add_argument("--phases", nargs="+", metavar="PHASE", help="run only these phases (default: all, in declared order)")
+    phases.add_argument("--study", metavar="PREFIX", help="phase studies are PREFIX-phase-NAME (default: the module's name)")
+    _run_options(phases)
 
     ls = commands.add_parser("ls", help="studies in the storage: trials by state and best values")
     _storage_option(ls)
@@ -149,7 +167,7 @@ def _describe_trial(trial) -> str:
 
 
 def _run_options_from(args: argparse.Namespace, study_name: str | None, **overrides) -> RunOptions:
-    from studies.run import RunOptions
+    from studies.run import MAX_RETRIES, RunOptions
 
     options = dict(
         study=study_name,
@@ -159,7 +177,10 @@ def _run_options_from(args: argparse.Namespace, study_name: str | None, **overri
         max_epochs=args.max_epochs,
         time_budget_s=args.time_budget,
         address=args.address,
+        ray_storage=args.ray_storage,
         seed=args.seed,
+        gpus_per_trial=args.gpus_per_trial,
+        max_retries=MAX_RETRIES if args.max_retries is None else args.max_retries,
         grid_knobs=args.grid_knobs,
         grid_base=args.grid_base,
         verbose=args.verbose,
@@ -238,18 +259,31 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_phases(args: argparse.Namespace, space_path: str, prefix: str | None, phases: list[str] | None) -> int:
+    from studies.phases import run_phases
+    from studies.space import load_space
+
+    run_phases(load_space(space_path), _run_options_from(args, prefix), phases=phases)
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
     from studies import catalog, export
 
     if args.command == "run":
         return _run(args, args.space, args.study)
     if args.command == "resume":
-        from studies.records import STUDY_SPACE_PATH
+        from studies.records import STUDY_PHASE, STUDY_SPACE_PATH
 
         study = catalog.load_study(args.study, args.storage)
+        phase = study.user_attrs.get(STUDY_PHASE)
+        if phase:  # a phase holds its settings and starts from the previous phase's best: `tune phases` knows how
+            return _run_phases(args, study.user_attrs[STUDY_SPACE_PATH], phase["prefix"], [phase["phase"]])
         return _run(args, study.user_attrs[STUDY_SPACE_PATH], args.study)
     if args.command == "repeat":
         return _repeat(args)
+    if args.command == "phases":
+        return _run_phases(args, args.space, args.study, args.phases)
     if args.command == "ls":
         _print_table(catalog.list_studies(args.storage))
         return 0

@@ -8,6 +8,8 @@ ATTR_TRACEBACK = "traceback"
 ATTR_EPOCHS = "epochs"
 ATTR_TRAIN_SECONDS = "train_seconds"
 ATTR_DEVICE = "device"
+ATTR_GPU_IDS = "gpu_ids"  # the GPU ids Ray handed the trial's processes (CUDA_VISIBLE_DEVICES), rank by rank
+ATTR_WORLD_SIZE = "world_size"  # training processes of the trial: more than 1 is a DDP trial
 ATTR_SPACE_SHA = "space_sha256"
 ATTR_CHECKPOINT = "checkpoint"
 ATTR_CHECKPOINT_EPOCH = "checkpoint_epoch"
@@ -21,6 +23,8 @@ METRIC_PREFIX = "metric."  # final value of each reported metric: metric.val_los
 RESULT_ERROR = "trial_error"
 RESULT_TRACEBACK = "trial_traceback"
 RESULT_DEVICE = "device"
+RESULT_GPU_IDS = "gpu_ids"
+RESULT_WORLD_SIZE = "world_size"
 RESULT_EPOCH = "epoch"
 RESULT_EPOCH_SECONDS = "epoch_seconds"
 # Study user attributes.
@@ -31,3 +35,6 @@ STUDY_BASELINES_QUEUED = "baselines_enqueued"
 STUDY_CREATED_BY = "created_by"
 STUDY_TRIALS_REQUESTED = "trials_requested"  # the last --trials asked for: what `tune resume` completes
 STUDY_ASHA = "asha"  # {"max_epochs", "grace_period", "reduction_factor"} of the last run: where the rungs are
+# Study system attributes.
+STUDY_PHASE = "phase"  # {"prefix", "phase"} of a `tune phases` study: `tune resume` runs that phase again
+STUDY_HEARTBEAT_PREFIX = "heartbeat:"  # + a driver's host:pid -> [unix time of its last beat, its beat interval in seconds]

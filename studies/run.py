@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -10,12 +11,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from studies.bridge import Counts, LiveView, OptunaBridge, RecordRayEvents
+from studies.bridge import Counts, LiveView, OptunaBridge, RecordRayEvents, driver_id
 from studies.errors import UserInputError
+from studies.heartbeat import Heartbeat, last_beats, trial_lost
 from studies.records import (
     ATTR_BASELINE,
     ATTR_DRIVER,
@@ -28,14 +31,23 @@ from studies.records import (
     STUDY_SPACE_PATH,
     STUDY_TRIALS_REQUESTED,
 )
-from studies.space import SAMPLERS, Space
-from studies.storage import open_storage
+from studies.space import SAMPLERS, Resources, Space
+from studies.storage import failures_of, open_storage
 
 RAY_FOLDER = "ray"
+# Two drivers resuming at once may both claim a lost trial: the last claim stored wins once both writes have landed.
+CLAIM_SETTLE_SECONDS = 1.0
 
 
 class StudyError(UserInputError):
     """A study that cannot be run as asked; the message says what to do instead."""
+
+
+# A lost worker (killed process, preempted node, the OOM killer) is rare and rarely strikes one trial thrice;
+# a config that kills its worker every time then costs 3 attempts, not the whole budget.
+MAX_RETRIES = 2
+# A DDP trial's Tune actor only drives Ray Train, whose workers hold the CPUs and GPUs: it reserves memory, not a CPU.
+DDP_DRIVER_MEMORY = 256 * 2**20
 
 
 @dataclass
@@ -47,10 +59,15 @@ class RunOptions:
     max_epochs: int | None = None
     time_budget_s: float | None = None
     address: str | None = None
+    ray_storage: str | None = None  # where Ray keeps checkpoints: a folder or pyarrow URI every node reaches
     seed: int | None = None
     grid_knobs: list[str] | None = None  # with --sampler grid: grid only these, hold the rest at grid_base
     grid_base: str | None = None
     prune: bool = True  # False: every trial trains max_epochs (repeats compare like with like)
+    held: dict[str, Any] | None = None  # knobs every sampled trial keeps at these values (a phase's own settings)
+    study_attrs: dict[str, Any] | None = None  # user attributes a new study is created with (what `tune resume` needs)
+    gpus_per_trial: float | None = None  # replaces the space's Resources.gpus: a fraction packs trials, a whole number > 1 is DDP
+    max_retries: int = MAX_RETRIES  # times a trial whose worker process died is continued from its checkpoint
     verbose: bool = False
     command: str = ""
 
@@ -72,14 +89,42 @@ def make_sampler(name: str, space: Space, options: RunOptions) -> optuna.sampler
         base = options.grid_base or next(iter(space.baselines), None)
         if base is None:
             raise StudyError(f"--grid-knobs needs a baseline of {space.name} to hold the other knobs at; the space has none")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.PartialFixedSampler(space.held_at(base, options.grid_knobs), grid)
+        return hold(grid, space.held_at(base, options.grid_knobs))
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+def hold(sampler: optuna.samplers.BaseSampler, values: dict[str, Any] | None) -> optuna.samplers.BaseSampler:
+    """``sampler`` for every knob but those in ``values``, which keep their values (Optuna's PartialFixedSampler)."""
+    if not values:
+        return sampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler(values, sampler)
+
+
+def ray_storage_path() -> Path:
+    """Where Ray keeps experiment folders and checkpoints: ``$TUNE_RAY_STORAGE``, else ``tune_runs/ray``."""
+    return Path(os.environ.get("TUNE_RAY_STORAGE", Path("tune_runs") / RAY_FOLDER)).resolve()
+
+
+def ray_storage_location(chosen: str | None) -> str:
+    """``--ray-storage``: a folder every node reaches, or a URI pyarrow opens (s3://, gs://, ...); else :func:`ray_storage_path`."""
+    if not chosen:
+        return str(ray_storage_path())
+    if "://" not in chosen:
+        return str(Path(chosen).resolve())
+    import pyarrow.fs
+
+    try:
+        pyarrow.fs.FileSystem.from_uri(chosen)  # what Ray does with it: fail here, in one line, before any trial starts
+    except Exception as exc:  # pyarrow raises ArrowInvalid, ArrowNotImplementedError, OSError... for a URI it cannot open
+        reason = str(exc).strip().splitlines()[0]
+        raise StudyError(f"--ray-storage {chosen}: {reason}; pass a shared folder or a URI pyarrow opens") from exc
+    return chosen
 
 
 def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
@@ -104,6 +149,8 @@ def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseS
     study.set_user_attr(STUDY_FINGERPRINT, space.fingerprint)
     study.set_user_attr(STUDY_OBJECTIVES, [[o.name, o.direction] for o in space.objectives])
     study.set_user_attr(STUDY_CREATED_BY, options.command)
+    for key, value in (options.study_attrs or {}).items():
+        study.set_user_attr(key, value)
     _note_on_dashboard(study, space, options.command)
     return study
 
@@ -133,28 +180,29 @@ def enqueue_once(study: optuna.Study, queue: Queue) -> None:
     study.set_user_attr(STUDY_BASELINES_QUEUED, True)
 
 
-def _driver_alive(owner: str | None) -> bool:
-    """Whether the driver that owns a RUNNING trial still runs (checked for drivers on this host)."""
-    import socket
-
-    if not owner or ":" not in owner:
-        return False
-    host, pid = owner.rsplit(":", 1)
-    if host != socket.gethostname():
-        return True  # another machine's driver: leave its trials alone
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def orphaned_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """RUNNING trials whose driver is gone: continued, from their checkpoint, by this driver."""
+def orphaned_trials(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, *, mine_too: bool = False
+) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials whose driver is gone (no such process on this host, no fresh heartbeat from another);
+    with ``mine_too``, this driver's own RUNNING trials as well (it is about to end)."""
+    beats = last_beats(storage, study.study_name)
+    me = driver_id()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return [t for t in running if not _driver_alive(t.user_attrs.get(ATTR_DRIVER))]
+    return [t for t in running if (mine_too and t.user_attrs.get(ATTR_DRIVER) == me) or trial_lost(t, beats)]
+
+
+def claim_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
+    """The orphaned trials this driver continues from their checkpoints; call with this driver's heartbeat running."""
+    orphans = orphaned_trials(study, storage)
+    if not orphans:
+        return []
+    me = driver_id()
+    for trial in orphans:
+        storage.set_trial_user_attr(trial._trial_id, ATTR_DRIVER, me)
+    time.sleep(CLAIM_SETTLE_SECONDS)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ours = {t.number for t in running if t.user_attrs.get(ATTR_DRIVER) == me}
+    return [t for t in orphans if t.number in ours]
 
 
 def count_states(study: optuna.Study) -> Counts:
@@ -176,9 +224,12 @@ def _quiet_ray(verbose: bool) -> None:
     """Ray's console noise (its own tables, worker logs, deprecation notes) only with -v."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # The Optuna storage holds the answers: Ray's CSV and TensorBoard copies of every result would only cost driver time.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if not verbose:
         os.environ.setdefault("RAY_TQDM", "0")
-        logging.getLogger("ray").setLevel(logging.ERROR)
+        # Ray's own error logs too: every trial error and a lost storage reach the user as one line, and the storage.
+        logging.getLogger("ray").setLevel(logging.CRITICAL)
 
 
 def _start_ray(options: RunOptions) -> None:
@@ -186,24 +237,53 @@ def _start_ray(options: RunOptions) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(
-        address=options.address or "local",  # never attach to a cluster by accident
-        include_dashboard=False,
-        log_to_driver=options.verbose,
-        logging_level=logging.INFO if options.verbose else logging.ERROR,
-        configure_logging=True,
-    )
+    try:
+        ray.init(
+            address=options.address or "local",  # never attach to a cluster by accident
+            include_dashboard=False,
+            log_to_driver=options.verbose,
+            logging_level=logging.INFO if options.verbose else logging.CRITICAL,
+            configure_logging=True,
+        )
+    except (ConnectionError, ValueError) as exc:  # Ray's words for an address that is unreachable or malformed
+        raise StudyError(
+            f"no Ray cluster answers at --address {options.address} ({str(exc).strip().splitlines()[0]}); "
+            "start one with `ray start --head`, check the address, or give this driver the cluster's "
+            "RAY_AUTH_MODE and RAY_AUTH_TOKEN"
+        ) from exc
 
 
-def _concurrency(space: Space) -> int:
-    """How many trials the cluster's resources hold at once."""
+def trial_resources(space: Space, options: RunOptions) -> Resources:
+    """The space's resources per trial, or what ``--gpus-per-trial`` makes of them."""
+    if options.gpus_per_trial is None:
+        return space.resources
+    resources = space.resources.with_gpus(options.gpus_per_trial)
+    if resources.problem():
+        raise StudyError(f"--gpus-per-trial {options.gpus_per_trial:g}: {resources.problem()}")
+    return resources
+
+
+def _tune_request(resources: Resources) -> dict[str, float]:
+    """Ray Tune's request per trial: a one-process trial trains in its Tune actor; a DDP trial's workers
+    get their own placement group from Ray Train, so its Tune actor holds no CPU or GPU of theirs."""
+    if resources.processes == 1:
+        return {"cpu": resources.cpus, "gpu": resources.gpus}
+    return {"cpu": 0, "memory": DDP_DRIVER_MEMORY}
+
+
+def _concurrency(resources: Resources) -> int:
+    """How many trials the cluster's resources hold at once; a trial bigger than the cluster is refused."""
     import ray
 
     total = ray.cluster_resources()
-    fits = [math.floor(total.get("CPU", 0) / space.resources.cpus + 1e-9)]
-    if space.resources.gpus:
-        fits.append(math.floor(total.get("GPU", 0) / space.resources.gpus + 1e-9))
-    return max(1, min(fits))
+    per_trial = {"GPU": resources.gpus, "CPU": resources.cpus * resources.processes}
+    for kind, amount in per_trial.items():
+        if amount > total.get(kind, 0) + 1e-9:
+            raise StudyError(
+                f"a trial needs {amount:g} {kind} (RESOURCES or --gpus-per-trial) but the Ray cluster has {total.get(kind, 0):g}; "
+                "ask for less or pass --address of a larger cluster"
+            )
+    return max(1, min(math.floor(total[kind] / amount + 1e-9) for kind, amount in per_trial.items() if amount))
 
 
 def _grid_size(space: Space, grid_knobs: list[str] | None) -> int:
@@ -218,11 +298,20 @@ def _trial_folder(trial) -> str:
 
 def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> optuna.Study:
     """Run (or continue) the study until it holds the requested number of finished trials."""
+    # A storage that fails mid-run (disk full, server gone) ends the run with one line; what it holds stays.
+    with failures_of(options.storage), contextlib.ExitStack() as lifetime:
+        return _run_study(space, options, queue, lifetime)
+
+
+def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime: contextlib.ExitStack) -> optuna.Study:
     sampler_name = options.sampler or space.sampler
-    sampler = make_sampler(sampler_name, space, options)
+    sampler = hold(make_sampler(sampler_name, space, options), options.held)
     max_epochs = options.max_epochs or space.budget.max_epochs
     if max_epochs < 1:
         raise StudyError(f"--max-epochs must be at least 1 (got {max_epochs})")
+    if options.max_retries < 0:
+        raise StudyError(f"--max-retries must be 0 or more (got {options.max_retries})")
+    resources = trial_resources(space, options)
     if not options.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(space, options, sampler)
@@ -231,14 +320,21 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
     target = options.trials or study.user_attrs.get(STUDY_TRIALS_REQUESTED) or default
     study.set_user_attr(STUDY_TRIALS_REQUESTED, target)
     counts = count_states(study)
-    orphans = orphaned_trials(study)
-    new_trials = max(0, target - counts.finished - len(orphans))
+    heartbeat = lifetime.enter_context(Heartbeat(open_storage(options.storage, create=False), study.study_name))
+    orphans = claim_orphans(study, heartbeat.storage)
+    # Other live drivers' trials count too: each driver starts only what the study still lacks.
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    new_trials = max(0, target - counts.finished - len(running))
     if not orphans and new_trials == 0:
-        print(f"study {study.study_name} already has {counts.finished} finished trials (asked for {target}); pass --trials to run more")
+        elsewhere = f" and {len(running)} running in other drivers" if running else ""
+        print(
+            f"study {study.study_name} already has {counts.finished} finished trials{elsewhere} (asked for {target}); pass --trials to run more"
+        )
         return study
 
     _quiet_ray(options.verbose)
     import ray.tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
@@ -246,42 +342,44 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
 
     _start_ray(options)
     objective = space.objectives[0]
-    bridge = OptunaBridge(study, space, max_epochs=max_epochs, new_trials=new_trials, orphans=orphans, counts=counts)
+    bridge = OptunaBridge(study, space, max_epochs=max_epochs, target=target, orphans=orphans, counts=counts)
     grace = min(space.budget.grace_period, max_epochs) if options.prune else max_epochs
     study.set_user_attr(STUDY_ASHA, {"max_epochs": max_epochs, "grace_period": grace, "reduction_factor": space.budget.reduction_factor})
     scheduler = ASHAScheduler(
         time_attr="epoch", max_t=max_epochs, grace_period=grace, reduction_factor=space.budget.reduction_factor
     )
-    storage_path = Path(os.environ.get("TUNE_RAY_STORAGE", Path("tune_runs") / RAY_FOLDER)).resolve()
-    resources = {"cpu": space.resources.cpus, "gpu": space.resources.gpus}
+    storage_path = ray_storage_location(options.ray_storage)
+    concurrency = _concurrency(resources)  # before the live view starts, so that a refusal is one line
     live_view = LiveView(counts, target, objective.name)
     if orphans:
         print(f"continuing {len(orphans)} interrupted trial(s) from their last checkpoint", file=sys.stderr)
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(train_trial, resources),
+        ray.tune.with_resources(ray.tune.with_parameters(train_trial, resources=resources), _tune_request(resources)),
         tune_config=ray.tune.TuneConfig(
             metric=objective.name,
             mode=bridge.mode,
-            search_alg=ConcurrencyLimiter(bridge, max_concurrent=_concurrency(space)),
+            search_alg=ConcurrencyLimiter(bridge, max_concurrent=concurrency),
             scheduler=scheduler,
             num_samples=len(orphans) + new_trials,
             time_budget_s=options.time_budget_s,
-            # A reused worker keeps torch and Lightning imported: seconds saved per trial.
-            reuse_actors=True,
+            # A reused worker keeps torch and Lightning imported: seconds saved per trial. A DDP trial's actor is
+            # not reused: ending it ends the Ray Train run it drives.
+            reuse_actors=resources.processes == 1,
             trial_dirname_creator=_trial_folder,
             trial_name_creator=_trial_folder,
         ),
         run_config=ray.tune.RunConfig(
             name=f"{study.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(storage_path),
+            storage_path=storage_path,
             verbose=2 if options.verbose else 0,
-            callbacks=[RecordRayEvents(bridge), live_view],
+            # Ray's result.json stays: Ray's own `tune ls PATH` and `list-trials` read it.
+            callbacks=[RecordRayEvents(bridge), live_view, JsonLoggerCallback()],
             checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.tune.FailureConfig(max_failures=2),
+            failure_config=ray.tune.FailureConfig(max_failures=options.max_retries),
         ),
     )
     tuner.fit()
-    interrupted = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    interrupted = orphaned_trials(study, heartbeat.storage, mine_too=True)
     if interrupted:
         print(
             f"{len(interrupted)} trial(s) interrupted; `tune resume {study.study_name}` continues them", file=sys.stderr

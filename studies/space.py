@@ -12,7 +12,8 @@ A search-space module (one file per project in ``search_spaces/``) is declaratio
 ``OBJECTIVES``  :class:`Objective` list. The first drives ASHA and Optuna's sampler; all are recorded
                 and selectable with ``tune best --by``.
 ``BUDGET``      :class:`Budget`: max epochs, ASHA grace period and reduction factor, default trials.
-``RESOURCES``   :class:`Resources` per trial: CPUs and GPUs (a fraction packs trials on one GPU).
+``RESOURCES``   :class:`Resources` per trial: CPUs and GPUs (a fraction packs trials on one GPU, a whole
+                number above 1 trains with DDP over that many GPUs; ``workers=`` DDP on CPU processes).
 ``TRAINER``     a ``trainers.base.TrainerFamily`` subclass: what trains one config.
 ``SAMPLER``     optional, the default Optuna sampler: tpe, random, grid, cmaes, gp or nsga2.
 
@@ -38,7 +39,7 @@ import importlib.util
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping, Sequence
@@ -121,8 +122,39 @@ class Budget:
 
 @dataclass(frozen=True)
 class Resources:
-    cpus: float = 1
-    gpus: float = 0
+    """What one trial holds, in Ray Tune's terms.
+
+    ``Resources(cpus=1, gpus=0.25)`` packs four trials on one GPU; ``Resources(gpus=2)`` trains each
+    trial with Lightning DDP over two GPUs, one process per GPU (Ray Train workers in a placement
+    group); ``Resources(workers=2)`` is the same DDP trial on two CPU processes (gloo).
+    """
+
+    cpus: float = 1  # per training process
+    gpus: float = 0  # per trial: a fraction up to 1 shares a GPU, a whole number above 1 means one DDP process per GPU
+    workers: int | None = None  # DDP processes per trial; default one per GPU when gpus > 1, else one
+
+    @property
+    def processes(self) -> int:
+        """Training processes per trial: more than one is a DDP trial."""
+        return int(self.workers or max(1, self.gpus))
+
+    def with_gpus(self, gpus: float) -> Resources:
+        """These resources with another GPU count per trial (``--gpus-per-trial``); the processes follow it."""
+        return replace(self, gpus=gpus, workers=None)
+
+    def problem(self) -> str | None:
+        """What is wrong with these resources, in one line; None when they can be used."""
+        if not (self.cpus > 0 and math.isfinite(self.cpus)):
+            return f"needs cpus > 0 per process (got {self.cpus})"
+        if not (self.gpus >= 0 and math.isfinite(self.gpus)):
+            return f"needs gpus >= 0 (got {self.gpus})"
+        if self.gpus > 1 and self.gpus != int(self.gpus):
+            return f"gpus is a fraction up to 1 (trials share a GPU) or a whole number (one DDP process per GPU), not {self.gpus}"
+        if self.workers is not None and (self.workers != int(self.workers) or self.workers < 1):
+            return f"workers is a whole number of DDP processes >= 1 (got {self.workers})"
+        if self.processes > 1 and self.gpus not in (0, self.processes):
+            return f"a DDP trial of {self.processes} processes takes gpus={self.processes} (one each) or gpus=0 (CPU, gloo), not {self.gpus}"
+        return None
 
 
 @dataclass
@@ -281,8 +313,10 @@ def load_space(path: str | Path) -> Space:
             f"{where}: BUDGET needs 1 <= grace_period <= max_epochs, reduction_factor >= 2 and trials >= 1 (got {budget})"
         )
     resources = getattr(module, "RESOURCES", Resources())
-    if resources.cpus <= 0 or resources.gpus < 0 or (resources.gpus > 1 and resources.gpus != int(resources.gpus)):
-        raise SpaceError(f"{where}: RESOURCES needs cpus > 0 and gpus either a fraction up to 1 or a whole number (got {resources})")
+    if not isinstance(resources, Resources):
+        raise SpaceError(f"{where}: RESOURCES must be Resources(cpus=..., gpus=..., workers=...) (got {resources!r})")
+    if resources.problem():
+        raise SpaceError(f"{where}: RESOURCES {resources.problem()}")
     trainer = module.TRAINER
     from trainers.base import TrainerFamily
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 
@@ -12,6 +15,8 @@ from studies.errors import UserInputError
 DEFAULT_FOLDER = "tune_runs"
 DEFAULT_FILE = "tune.db"
 JOURNAL_PREFIX = "journal:"
+# How SQLite, PostgreSQL, MySQL and the OS say a write found the disk full.
+DISK_FULL_SIGNS = ("database or disk is full", "no space left on device", "could not extend file", "disk full")
 
 
 class StorageError(UserInputError):
@@ -63,13 +68,16 @@ def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.Bas
             backend = optuna.storages.journal.JournalFileBackend(str(journal))
             return optuna.storages.JournalStorage(backend)
         # Readers never create tables: a reader racing a new driver's table creation would break it.
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
         )
+        if sqlite is not None:
+            _write_ahead_log(storage.engine, switch=create)
+        return storage
     except ImportError as exc:
         raise StorageError(f"storage {url} needs a database driver that is not installed: {exc}") from exc
     except Exception as exc:  # SQLAlchemy and drivers raise many kinds: all mean "cannot open"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)
         raise StorageError(f"cannot open storage {url}: {reason}") from exc
 
 
@@ -78,3 +86,62 @@ def _engine_kwargs(url: str) -> dict:
         # Readers (dashboard, `tune ls`) wait for the driver's short write transactions instead of failing.
         return {"connect_args": {"timeout": 60}}
     return {"pool_pre_ping": True}
+
+
+def _write_ahead_log(engine, *, switch: bool) -> None:
+    """SQLite in WAL mode: readers never block the driver, and a commit needs no fsync (``synchronous=NORMAL``).
+
+    A killed process loses nothing committed; a power cut may lose the last commits, never the file. The mode
+    is stored in the file, so only a driver (``switch``) sets it: readers never wait for the lock that takes.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(connection, _record) -> None:
+        cursor = connection.cursor()
+        if switch:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # the connection Optuna opened to check the schema predates the listener
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _storage_failure(exc: BaseException) -> BaseException | None:
+    """The database or file-system error behind ``exc`` (Ray wraps what a searcher or callback raised), if any."""
+    import sqlalchemy.exc
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sqlalchemy.exc.OperationalError) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def failures_of(url: str | None) -> Iterator[None]:
+    """A storage that fails while a study runs (disk full, server gone) becomes one line saying what to do.
+
+    Optuna writes each trial's record in one transaction, so what was stored before the failure is kept whole.
+    """
+    try:
+        yield
+    except UserInputError:
+        raise
+    except Exception as exc:
+        failure = _storage_failure(exc)
+        if failure is None:
+            raise
+        url = url or default_url()
+        reason = _first_line(getattr(failure, "orig", None) or failure)
+        if any(sign in reason.lower() for sign in DISK_FULL_SIGNS):
+            raise StorageError(
+                f"the disk holding storage {url} is full ({reason}); free space there and run the command again: stored trials are kept"
+            ) from exc
+        raise StorageError(f"lost storage {url} mid-run ({reason}); once it is back, run the command again: stored trials are kept") from exc

@@ -58,3 +58,75 @@ def tune_cli(*args, cwd, env=None, timeout=300, check=False):
     if check and result.returncode != 0:
         raise AssertionError(f"tune {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+POSTGRES_ENV = "TUNE_TEST_POSTGRES"  # a PostgreSQL URL for the tests (.ci/run starts Debian's server and sets it)
+
+
+def _postgres_bin(program: str) -> str | None:
+    import shutil
+
+    found = shutil.which(program) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{program}"), reverse=True)), None)
+    return str(found) if found else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster of this test session (initdb, loopback, a free port), for tests that restart it."""
+
+    def __init__(self):
+        import socket
+        import tempfile
+
+        if not (_postgres_bin("initdb") and _postgres_bin("pg_ctl")):
+            pytest.skip("no PostgreSQL binaries (initdb, pg_ctl): install Debian's postgresql package")
+        self.folder = Path(tempfile.mkdtemp(prefix="tune-postgres-"))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"postgresql://tune@127.0.0.1:{self.port}/tune"
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root: its own user owns the cluster
+            import shutil
+
+            shutil.chown(self.folder, "postgres")
+        self._as_owner(_postgres_bin("initdb"), "-D", self.folder / "data", "-U", "tune", "--auth=trust")
+        self.start()
+        self._as_owner(_postgres_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", self.port, "-U", "tune", "tune")
+
+    def _as_owner(self, *command):
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *map(str, command)], check=True, capture_output=True, timeout=120)
+
+    def _pg_ctl(self, *args):
+        self._as_owner(_postgres_bin("pg_ctl"), "-D", self.folder / "data", "-w", *args)
+
+    def start(self):
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder}"
+        self._pg_ctl("-l", self.folder / "server.log", "-o", options, "start")
+
+    def stop(self):
+        self._pg_ctl("-m", "fast", "stop")
+
+    def remove(self):
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL database: ``$TUNE_TEST_POSTGRES`` if set, else a server this session starts itself."""
+    if os.environ.get(POSTGRES_ENV):
+        yield os.environ[POSTGRES_ENV]
+        return
+    server = PostgresServer()
+    yield server.url
+    server.remove()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own, which it may stop and start without disturbing other tests."""
+    server = PostgresServer()
+    yield server
+    server.remove()

@@ -130,7 +130,8 @@ def fit(
     stop_on_non_finite: str | None = "val_loss",
     accelerator: str = "auto",
     devices: int | str = "auto",
-    strategy: str = "auto",
+    strategy: str | pl.strategies.Strategy = "auto",
+    plugins: list | None = None,
     seed: int = 0,
     progress_bar: bool = False,
 ) -> dict[str, float]:
@@ -139,6 +140,8 @@ def fit(
     ``resume_from`` is a checkpoint folder given earlier to ``report``: training continues after
     its epoch. A non-finite ``stop_on_non_finite`` metric ends training at once (Lightning's
     EarlyStopping with ``check_finite``), so a diverging config costs one epoch, not the budget.
+    ``strategy`` and ``plugins`` go to ``pl.Trainer`` as they are: a DDP strategy and its cluster
+    environment make this one process a rank of a distributed run, and ``report`` is called on every rank.
     """
     quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -159,6 +162,7 @@ def fit(
             accelerator=accelerator,
             devices=devices,
             strategy=strategy,
+            plugins=plugins,
             callbacks=callbacks,
             logger=False,
             enable_checkpointing=False,
