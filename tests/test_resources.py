@@ -121,7 +121,7 @@ def test_half_gpus_pack_two_trials_per_gpu(tmp_path):
 
 
 def test_whole_gpus_are_never_shared(tmp_path):
-    trials, trainings = _declared_gpu_study(tmp_path, "whole", "--gpus-per-trial", 1, trials=2)
+    trials, trainings = _declared_gpu_study(tmp_path, "whole", "--gpus-per-trial", 1, trials=2, wait_for_starts=2)
     _check_each_trial_saw_only_its_own_gpu(trials, trainings)
     assert _most_at_once(trainings) <= 2
     assert _most_at_once(trainings, "0") == 1 and _most_at_once(trainings, "1") == 1
