@@ -3,7 +3,7 @@
 efficiency = sum over trials of (epochs trained x epoch work) / (workers x wall time)
 
 Methods, all on the same fixed-work trainer (benchmarks/fixed_work.py), N trials, the same
-successive-halving rungs, 2 workers:
+successive-halving rungs and checkpoint cadence (``tune``'s default), 2 workers:
 - tune:             `studies.run.run_study`, as `tune run` runs it (the bridge, reused actors)
 - ray_optuna:       stock Ray Tune, `OptunaSearch` + `ASHAScheduler`, a new actor per trial
 - ray_optuna_reuse: the same with `reuse_actors=True`
@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
+
+from studies.run import CHECKPOINT_EVERY_S
 
 HERE = Path(__file__).parent
 WORKERS = 2
@@ -35,6 +39,10 @@ METHOD_NAMES = {
 }
 EPOCH_SECONDS = (0.05, 0.5, 2.0)
 TRIALS = 30  # the size of a default study here (24 to 40 trials), so start-up and ASHA's last full trial weigh as they would
+# A longer study at 0.5-s epochs, where each worker's one-off start-up weighs less (stock Ray Tune without
+# reused actors left out: it starts a worker per trial, so its start-up never amortises).
+LONG_STUDY_TRIALS = 100
+LONG_STUDY_METHODS = ("tune", "ray_optuna_reuse", "optuna_2proc")
 SMOKE_EPOCH_SECONDS = (0.05,)
 SMOKE_TRIALS = 2
 
@@ -70,9 +78,9 @@ def _stock_trainable(config):
     training = space.training_config({"x": config["x"], "y": config["y"]})
 
     def report(metrics, checkpoint_dir):
-        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir))
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
-    fit(space.trainer(), training, max_epochs=config["max_epochs"], report=report)
+    fit(space.trainer(), training, max_epochs=config["max_epochs"], report=report, checkpoint_every_s=CHECKPOINT_EVERY_S)
 
 
 def run_stock_ray(space_path: Path, trials: int, folder: Path, reuse_actors: bool) -> tuple[float, int]:
@@ -121,7 +129,8 @@ def _optuna_worker(space_path: str, storage_url: str, trials: int) -> None:
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        return fit(space.trainer(), space.training_config(params), max_epochs=space.budget.max_epochs, report=report)["val_loss"]
+        training = space.training_config(params)
+        return fit(space.trainer(), training, max_epochs=space.budget.max_epochs, report=report, checkpoint_every_s=CHECKPOINT_EVERY_S)["val_loss"]
 
     study.optimize(objective, n_trials=trials)
 
@@ -147,6 +156,13 @@ def run_plain_optuna(space_path: Path, trials: int, folder: Path) -> tuple[float
     study = optuna.load_study(study_name="plain", storage=url, pruner=pruner)
     epochs = sum(t.user_attrs.get("epochs", 0) for t in study.get_trials())
     return wall, epochs
+
+
+def worker_import_seconds() -> float:
+    """Wall time of a fresh Python process importing what a trial's worker imports (torch, Lightning, Ray Tune)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import studies.trainable"], cwd=HERE.parent, check=True)
+    return round(time.perf_counter() - started, 2)
 
 
 def measure_methods(epoch_seconds_list, trials: int, methods=METHODS) -> list[dict]:
@@ -187,30 +203,34 @@ def measure_methods(epoch_seconds_list, trials: int, methods=METHODS) -> list[di
 
 
 def measure(smoke: bool = False) -> list[dict]:
+    import_seconds = worker_import_seconds()
     if smoke:
-        return measure_methods(SMOKE_EPOCH_SECONDS, SMOKE_TRIALS)
-    return measure_methods(EPOCH_SECONDS, TRIALS)
+        rows = measure_methods(SMOKE_EPOCH_SECONDS, SMOKE_TRIALS)
+    else:
+        rows = measure_methods(EPOCH_SECONDS, TRIALS) + measure_methods((0.5,), LONG_STUDY_TRIALS, LONG_STUDY_METHODS)
+    return [{**row, "worker_import_seconds": import_seconds} for row in rows]
 
 
-def _by_length(rows: list[dict]) -> dict[float, dict[str, dict]]:
-    table: dict[float, dict[str, dict]] = {}
+def _by_setting(rows: list[dict]) -> dict[tuple[int, float], dict[str, dict]]:
+    """Rows by (trials, epoch length), then by method."""
+    table: dict[tuple[int, float], dict[str, dict]] = {}
     for row in rows:
-        table.setdefault(row["epoch_seconds"], {})[row["method"]] = row
+        table.setdefault((row["trials"], row["epoch_seconds"]), {})[row["method"]] = row
     return table
 
 
 def table(rows: list[dict]) -> str:
-    by_length = _by_length(rows)
-    methods = [m for m in METHODS if any(m in cells for cells in by_length.values())]
+    by_setting = _by_setting(rows)
+    methods = [m for m in METHODS if any(m in cells for cells in by_setting.values())]
     lines = [
-        f"{rows[0]['trials']} trials, 2 workers, ASHA rungs of benchmarks/fixed_work.py; "
-        "efficiency = epochs trained x epoch work / (2 x wall). Cells: efficiency (wall s, epochs).",
+        "2 workers, ASHA rungs of benchmarks/fixed_work.py; efficiency = epochs trained x epoch work / (2 x wall). "
+        "Cells: efficiency (wall s, epochs).",
         "",
-        "| epoch work | " + " | ".join(METHOD_NAMES[m] for m in methods) + " | tune / best other |",
+        "| study | " + " | ".join(METHOD_NAMES[m] for m in methods) + " | tune / best other |",
         "|---|" + "---|" * (len(methods) + 1),
     ]
-    for epoch_seconds, cells in sorted(by_length.items()):
-        row = [f"{epoch_seconds:g} s"]
+    for (trials, epoch_seconds), cells in sorted(by_setting.items()):
+        row = [f"{trials} trials, {epoch_seconds:g}-s epochs"]
         for method in methods:
             cell = cells.get(method)
             row.append("-" if cell is None else f"{cell['efficiency']:.3f} ({cell['wall_seconds']:.1f} s, {cell['epochs']})")
@@ -218,23 +238,30 @@ def table(rows: list[dict]) -> str:
         ratio = cells["tune"]["efficiency"] / max(others) if "tune" in cells and others and max(others) > 0 else None
         row.append("-" if ratio is None else f"{ratio:.2f}x")
         lines.append("| " + " | ".join(row) + " |")
+    if "worker_import_seconds" in rows[0]:
+        lines += [
+            "",
+            f"Every method starts its worker processes inside the clock; a fresh process imports torch, Lightning and Ray Tune "
+            f"in {rows[0]['worker_import_seconds']:.1f} s on this machine, the same for all, and a larger share of a shorter study.",
+        ]
     return "\n".join(lines)
 
 
 def plots(rows: list[dict]) -> dict:
     import plotly.graph_objects as go
 
-    by_length = _by_length(rows)
-    lengths = sorted(by_length)
+    by_setting = _by_setting(rows)
+    settings = sorted(by_setting)
     figure = go.Figure()
     for method in METHODS:
-        values = [by_length[length].get(method, {}).get("efficiency") for length in lengths]
+        values = [by_setting[setting].get(method, {}).get("efficiency") for setting in settings]
         if any(v is not None for v in values):
-            figure.add_bar(name=METHOD_NAMES[method], x=[f"{length:g} s" for length in lengths], y=values)
+            labels = [f"{seconds:g} s, {trials} trials" for trials, seconds in settings]
+            figure.add_bar(name=METHOD_NAMES[method], x=labels, y=values)
     figure.add_hline(y=0.9, line_dash="dot", annotation_text="target 0.9")
     figure.update_layout(
         title="Orchestration efficiency on 2 workers (higher is better)",
-        xaxis_title="CPU work per epoch", yaxis_title="efficiency", yaxis_range=[0, 1], barmode="group",
+        xaxis_title="CPU work per epoch, trials in the study", yaxis_title="efficiency", yaxis_range=[0, 1], barmode="group",
     )  # fmt: skip
     return {"efficiency": figure}
 

@@ -64,6 +64,10 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         "--max-retries", type=int, metavar="N",
         help="times a trial whose worker process died continues from its checkpoint before it is FAIL (default 2)",
     )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint-every", type=float, metavar="SECONDS",
+        help="checkpoint a trial at most this often, and always at its last epoch; 0: every epoch (default 10)",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own output")
 
 
@@ -167,7 +171,7 @@ def _describe_trial(trial) -> str:
 
 
 def _run_options_from(args: argparse.Namespace, study_name: str | None, **overrides) -> RunOptions:
-    from studies.run import MAX_RETRIES, RunOptions
+    from studies.run import CHECKPOINT_EVERY_S, MAX_RETRIES, RunOptions
 
     options = dict(
         study=study_name,
@@ -181,6 +185,7 @@ def _run_options_from(args: argparse.Namespace, study_name: str | None, **overri
         seed=args.seed,
         gpus_per_trial=args.gpus_per_trial,
         max_retries=MAX_RETRIES if args.max_retries is None else args.max_retries,
+        checkpoint_every_s=CHECKPOINT_EVERY_S if args.checkpoint_every is None else args.checkpoint_every,
         grid_knobs=args.grid_knobs,
         grid_base=args.grid_base,
         verbose=args.verbose,

@@ -46,6 +46,9 @@ class StudyError(UserInputError):
 # A lost worker (killed process, preempted node, the OOM killer) is rare and rarely strikes one trial thrice;
 # a config that kills its worker every time then costs 3 attempts, not the whole budget.
 MAX_RETRIES = 2
+# A checkpoint costs tens of milliseconds to save and store: every epoch of a long training, but not every
+# 0.05-s epoch of a small one. At most this much training is redone after a lost worker or driver.
+CHECKPOINT_EVERY_S = 10.0
 # A DDP trial's Tune actor only drives Ray Train, whose workers hold the CPUs and GPUs: it reserves memory, not a CPU.
 DDP_DRIVER_MEMORY = 256 * 2**20
 
@@ -68,6 +71,7 @@ class RunOptions:
     study_attrs: dict[str, Any] | None = None  # user attributes a new study is created with (what `tune resume` needs)
     gpus_per_trial: float | None = None  # replaces the space's Resources.gpus: a fraction packs trials, a whole number > 1 is DDP
     max_retries: int = MAX_RETRIES  # times a trial whose worker process died is continued from its checkpoint
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S  # 0: every epoch
     verbose: bool = False
     command: str = ""
 
@@ -311,6 +315,8 @@ def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime:
         raise StudyError(f"--max-epochs must be at least 1 (got {max_epochs})")
     if options.max_retries < 0:
         raise StudyError(f"--max-retries must be 0 or more (got {options.max_retries})")
+    if not options.checkpoint_every_s >= 0:
+        raise StudyError(f"--checkpoint-every must be 0 (every epoch) or more seconds (got {options.checkpoint_every_s:g})")
     resources = trial_resources(space, options)
     if not options.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -354,7 +360,7 @@ def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime:
     if orphans:
         print(f"continuing {len(orphans)} interrupted trial(s) from their last checkpoint", file=sys.stderr)
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(ray.tune.with_parameters(train_trial, resources=resources), _tune_request(resources)),
+        ray.tune.with_resources(ray.tune.with_parameters(train_trial, resources=resources, checkpoint_every_s=options.checkpoint_every_s), _tune_request(resources)),
         tune_config=ray.tune.TuneConfig(
             metric=objective.name,
             mode=bridge.mode,

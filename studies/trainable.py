@@ -69,13 +69,14 @@ def _worker_died(exc: BaseException) -> bool:
     return any(isinstance(failure, ray.exceptions.RayActorError) for failure in failures.values())
 
 
-def train_trial(config: dict[str, Any], resources: Resources | None = None) -> None:
-    """Train ``config["training_config"]``; report each validation epoch with a checkpoint.
+def train_trial(config: dict[str, Any], resources: Resources | None = None, checkpoint_every_s: float = 0.0) -> None:
+    """Train ``config["training_config"]``; report each validation epoch, with a checkpoint when one is due.
 
     A trial is continued from Ray's checkpoint after a worker failure, or from the checkpoint an
     interrupted driver left (``resume_from``). An exception is reported as the trial's last result
     (``trial_error``) instead of raised: Ray would otherwise retry a config that will fail the same way.
-    ``resources`` are the space's, or those ``--gpus-per-trial`` made of them.
+    ``resources`` are the space's, or those ``--gpus-per-trial`` made of them; ``checkpoint_every_s`` paces
+    a one-process trial's checkpoints (``--checkpoint-every``; the last epoch's is always saved).
     """
     objective = config["objective"]
     last_epoch = 0
@@ -102,13 +103,14 @@ def train_trial(config: dict[str, Any], resources: Resources | None = None) -> N
             config["training_config"],
             max_epochs=config["max_epochs"],
             report=lambda metrics, checkpoint_dir: report(
-                {**metrics, **facts}, ray.tune.Checkpoint.from_directory(checkpoint_dir)
+                {**metrics, **facts}, ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
             ),
             resume_from=resume_path,
             stop_on_non_finite=objective,
             accelerator=accelerator,
             devices=1,
             seed=config["optuna_trial"],
+            checkpoint_every_s=checkpoint_every_s,
         )
     except Exception as exc:  # any trainer error ends this trial only, with its reason recorded
         if _worker_died(exc):
@@ -150,7 +152,8 @@ def _train_rank(loop: dict[str, Any]) -> None:
     accelerator = _accelerator(loop["gpus"])
     facts = {**_facts(accelerator), RESULT_RANK: rank}
 
-    def report(metrics: dict[str, float], checkpoint_dir: str) -> None:
+    # Every epoch is checkpointed (fit's default): saving is collective in DDP, so the ranks must not each judge by their own clock.
+    def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         # Every rank reports (Ray Train gathers them); rank 0's checkpoint holds the model all ranks share.
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if rank == 0 else None
         ray.train.report({**metrics, **facts}, checkpoint=checkpoint)

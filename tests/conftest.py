@@ -1,6 +1,7 @@
 """Shared fixtures: a real local Ray, real SQLite storages, the tiny test spaces, and the CLI as a subprocess."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,25 @@ def tune_cli(*args, cwd, env=None, timeout=300, check=False):
     if check and result.returncode != 0:
         raise AssertionError(f"tune {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def kill_process_group(driver: subprocess.Popen) -> None:
+    """SIGKILL a driver started with ``start_new_session``: the driver and the Ray processes it started."""
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    driver.wait(timeout=30)
+
+
+def assert_study_whole(trials, requested: int) -> None:
+    """Exactly the requested finished trials, none left RUNNING, no config run twice."""
+    from optuna.trial import TrialState
+
+    assert len([t for t in trials if t.state.is_finished()]) == requested
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    configs = [tuple(sorted(t.params.items())) for t in trials if t.state.is_finished()]
+    assert len(configs) == len(set(configs)), "a config was run twice"
 
 
 POSTGRES_ENV = "TUNE_TEST_POSTGRES"  # a PostgreSQL URL for the tests (.ci/run starts Debian's server and sets it)

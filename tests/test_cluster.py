@@ -98,7 +98,7 @@ def test_tune_run_address_runs_trials_on_every_node_of_a_cluster(tmp_path):
 
         shared = tmp_path / "shared"
         storage = f"sqlite:///{tmp_path / 'studies.db'}"
-        args = ["run", SPACES / "tiny.py", "--address", address, "--storage", storage, "--ray-storage", shared, "--trials", 4]
+        args = ["run", SPACES / "tiny.py", "--address", address, "--storage", storage, "--ray-storage", shared, "--trials", 4, "--checkpoint-every", 0]
         run = tune_cli(*args, cwd=tmp_path, env=env)
         assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{_logs(head_log, worker_log)}"
 

@@ -2,7 +2,6 @@
 
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 import optuna
 import pytest
 import sqlalchemy.exc
-from conftest import SPACES, tune_cli
+from conftest import SPACES, assert_study_whole, kill_process_group, tune_cli
 from optuna.trial import TrialState
 
 from studies.storage import open_storage
@@ -24,22 +23,6 @@ def trials_of(url, study="tiny"):
 def stored_record(trial):
     """What a finished trial's record says; a later driver must never change it."""
     return trial.state, trial.params, trial.values, trial.intermediate_values, trial.user_attrs
-
-
-def assert_study_whole(trials, requested):
-    assert len([t for t in trials if t.state.is_finished()]) == requested
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    configs = [tuple(sorted(t.params.items())) for t in trials if t.state.is_finished()]
-    assert len(configs) == len(set(configs)), "a config was run twice"
-
-
-def kill_driver(driver):
-    """SIGKILL the driver's whole process group: the driver and the Ray processes it started."""
-    try:
-        os.killpg(driver.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    driver.wait(timeout=30)
 
 
 def running_trials(url):
@@ -68,7 +51,7 @@ def test_random_sigkills_then_resume(tmp_path):
         time.sleep(moments.uniform(0.0, 3.0))
         if driver.poll() is not None:
             break  # the study finished before the moment came
-        kill_driver(driver)
+        kill_process_group(driver)
         kills += 1
         mid_trial += bool(running_trials(url))
         for trial in trials_of(url):

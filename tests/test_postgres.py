@@ -1,7 +1,6 @@
 """A study in a real PostgreSQL server: two drivers on two hosts share it, and it survives the server's restart."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import uuid
 import optuna
 import pytest
 import sqlalchemy.exc
-from conftest import SPACES, tune_cli
+from conftest import SPACES, assert_study_whole, kill_process_group, tune_cli
 from optuna.trial import TrialState
 
 from studies.heartbeat import driver_alive, last_beats
@@ -52,27 +51,13 @@ def wait_for(condition, what, driver, timeout=300):
         time.sleep(0.3)
 
 
-def kill_group(driver):
-    try:
-        os.killpg(driver.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    driver.wait(timeout=30)
-
-
-def assert_study_whole(trials, requested):
-    assert len([t for t in trials if t.state.is_finished()]) == requested
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    configs = [tuple(sorted(t.params.items())) for t in trials if t.state.is_finished()]
-    assert len(configs) == len(set(configs)), "a config was run twice"
-
-
 def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
     if subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode != 0:
         pytest.skip("cannot give the second driver another hostname here (unshare --uts needs CAP_SYS_ADMIN)")
     study, requested = f"shared-{uuid.uuid4().hex[:8]}", 8
     env = {"TUNE_HEARTBEAT_SECONDS": "1", "TUNE_RAY_STORAGE": str(tmp_path / "ray")}
-    args = ("run", SPACES / "slow.py", "--storage", postgres_url, "--study", study, "--trials", requested)
+    # Every epoch checkpointed: the lost host's trials hold a checkpoint to continue from.
+    args = ("run", SPACES / "slow.py", "--storage", postgres_url, "--study", study, "--trials", requested, "--checkpoint-every", 0)
     there = start_driver(*args, env=env, cwd=tmp_path, host=OTHER_HOST)
     here = None
     try:
@@ -87,12 +72,12 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
             return elsewhere and any(not owner.startswith(f"{OTHER_HOST}:") for owner in owners)
 
         wait_for(both_training, "trial of each driver running at once", there)
-        kill_group(there)  # the other machine is lost mid-trial
+        kill_process_group(there)  # the other machine is lost mid-trial
         assert here.wait(timeout=400) == 0, here.errors()
     finally:
         for driver in (there, here):
             if driver is not None:
-                kill_group(driver)
+                kill_process_group(driver)
 
     shared = trials_of(postgres_url, study)
     lost = [t for t in shared if t.state == TrialState.RUNNING]
@@ -121,7 +106,7 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
 def test_postgres_restart_mid_study(own_postgres, tmp_path):
     url, study, requested = own_postgres.url, "slow", 4
     env = {"TUNE_RAY_STORAGE": str(tmp_path / "ray")}
-    driver = start_driver("run", SPACES / "slow.py", "--storage", url, "--trials", requested, env=env, cwd=tmp_path)
+    driver = start_driver("run", SPACES / "slow.py", "--storage", url, "--trials", requested, "--checkpoint-every", 0, env=env, cwd=tmp_path)
     try:
         wait_for(lambda: [t for t in trials_of(url, study) if "checkpoint" in t.user_attrs], "checkpoint", driver)
         own_postgres.stop()
@@ -129,7 +114,7 @@ def test_postgres_restart_mid_study(own_postgres, tmp_path):
         own_postgres.start()
         code = driver.wait(timeout=400)
     finally:
-        kill_group(driver)
+        kill_process_group(driver)
     stderr = driver.errors()
     if code == 0:
         print("the driver reconnected to the restarted server and finished")

@@ -1,6 +1,7 @@
 """trainers.regression: the synthetic data's difficulty, the table loader, the MLP and real Lightning runs."""
 
 import math
+import os
 import shutil
 
 import pandas as pd
@@ -9,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from objectives.regression import AFFINITY_BINS, regression_metrics
-from trainers.base import fit
+from trainers.base import CHECKPOINT_FILE, fit
 from trainers.regression import (
     MIN_VALIDATION_PER_BIN,
     MLPRegression,
@@ -220,3 +221,15 @@ def test_dist_and_supcr_train_and_resume_with_their_buffer(tmp_path):
     resumed = []
     fit(MLPRegression(), config, max_epochs=3, resume_from=reports[1][1], report=lambda m, folder: resumed.append(m))
     assert [m["epoch"] for m in resumed] == [3.0] and math.isfinite(resumed[0]["val_loss"])
+
+
+@pytest.mark.parametrize("every_s, saved", [(0.0, [True, True, True]), (3600.0, [False, False, True])])
+def test_checkpoints_are_paced_and_the_last_epoch_always_saved(every_s, saved):
+    config = {"data": {"source": "cabbi", "n_samples": 320, "n_features": 8, "batch_size": 64}, "model": {"hidden_dims": [8]}}
+    checkpoints = []
+
+    def keep(metrics, folder):
+        checkpoints.append(folder is not None and os.path.isfile(os.path.join(folder, CHECKPOINT_FILE)))
+
+    fit(MLPRegression(), config, max_epochs=3, report=keep, checkpoint_every_s=every_s)
+    assert checkpoints == saved

@@ -23,7 +23,7 @@ def snapshot(url):
 def test_sigkill_mid_study_then_resume(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "studies", "run", SPACES / "slow.py", "--storage", url, "--trials", "6"],
+        [sys.executable, "-m", "studies", "run", SPACES / "slow.py", "--storage", url, "--trials", "6", "--checkpoint-every", "0"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:

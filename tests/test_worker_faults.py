@@ -38,7 +38,7 @@ def _kill_workers(tmp_path, kills: int, max_retries: int) -> tuple[dict[str, opt
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     events = tmp_path / "events.jsonl"
     driver = start_tune(
-        "run", SPACES / "killable.py", "--storage", url, "--max-retries", max_retries,
+        "run", SPACES / "killable.py", "--storage", url, "--max-retries", max_retries, "--checkpoint-every", 0,
         num_cpus=2, cwd=tmp_path, env={logged.EVENTS_VARIABLE: str(events), "TUNE_RAY_STORAGE": str(tmp_path / "ray")},
     )  # fmt: skip
     done: list[dict] = []

@@ -29,8 +29,8 @@ from typing import Any, Callable, Mapping
 import pytorch_lightning as pl
 import torch
 
-Report = Callable[[dict[str, float], str], None]
-"""``report(metrics, checkpoint_dir)``: metrics of one validation epoch and a folder with its checkpoint."""
+Report = Callable[[dict[str, float], str | None], None]
+"""``report(metrics, checkpoint_dir)``: metrics of one validation epoch and a folder with its checkpoint (None on an epoch that saved none)."""
 
 CHECKPOINT_FILE = "last.ckpt"
 
@@ -84,12 +84,18 @@ def finite_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 class ReportEachEpoch(pl.Callback):
-    """Checkpoints and reports after every epoch (its validation included), with epoch count and time."""
+    """Reports after every epoch (its validation included), with epoch count and time, and checkpoints it when one is due.
 
-    def __init__(self, report: Report, checkpoint_root: str):
+    A checkpoint is due at the last epoch and once ``checkpoint_every_s`` seconds have passed since the previous one
+    (0: every epoch), as Lightning's ``ModelCheckpoint(train_time_interval=...)`` paces them: saving and storing one
+    costs tens of milliseconds, most of a short epoch.
+    """
+
+    def __init__(self, report: Report, checkpoint_root: str, checkpoint_every_s: float = 0.0):
         self.report = report
         self.checkpoint_root = checkpoint_root
-        self._epoch_started = time.perf_counter()
+        self.checkpoint_every_s = checkpoint_every_s
+        self._epoch_started = self._last_checkpoint = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
@@ -97,11 +103,16 @@ class ReportEachEpoch(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Here, unlike at validation end, the training epoch's own averages (train_loss) are final too.
         metrics = finite_floats(trainer.callback_metrics)
-        metrics["epoch"] = float(trainer.current_epoch + 1)
-        metrics["epoch_seconds"] = time.perf_counter() - self._epoch_started
-        # A fresh folder per epoch: the receiver may move or copy it away.
-        checkpoint_dir = tempfile.mkdtemp(prefix=f"epoch{trainer.current_epoch + 1}_", dir=self.checkpoint_root)
-        trainer.save_checkpoint(os.path.join(checkpoint_dir, CHECKPOINT_FILE))
+        epoch = trainer.current_epoch + 1
+        now = time.perf_counter()
+        metrics["epoch"] = float(epoch)
+        metrics["epoch_seconds"] = now - self._epoch_started
+        checkpoint_dir = None
+        if epoch >= trainer.max_epochs or now - self._last_checkpoint >= self.checkpoint_every_s:
+            # A fresh folder per checkpoint: the receiver may move or copy it away.
+            checkpoint_dir = tempfile.mkdtemp(prefix=f"epoch{epoch}_", dir=self.checkpoint_root)
+            trainer.save_checkpoint(os.path.join(checkpoint_dir, CHECKPOINT_FILE))
+            self._last_checkpoint = time.perf_counter()
         self.report(metrics, checkpoint_dir)
 
 
@@ -134,6 +145,7 @@ def fit(
     plugins: list | None = None,
     seed: int = 0,
     progress_bar: bool = False,
+    checkpoint_every_s: float = 0.0,
 ) -> dict[str, float]:
     """Train one config for ``max_epochs`` and return the last validation epoch's metrics.
 
@@ -142,6 +154,7 @@ def fit(
     EarlyStopping with ``check_finite``), so a diverging config costs one epoch, not the budget.
     ``strategy`` and ``plugins`` go to ``pl.Trainer`` as they are: a DDP strategy and its cluster
     environment make this one process a rank of a distributed run, and ``report`` is called on every rank.
+    ``checkpoint_every_s`` paces the checkpoints handed to ``report`` (see :class:`ReportEachEpoch`).
     """
     quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -156,7 +169,7 @@ def fit(
         )
     with tempfile.TemporaryDirectory(prefix="tune_ckpt_") as checkpoint_root:
         if report is not None:
-            callbacks.append(ReportEachEpoch(report, checkpoint_root))
+            callbacks.append(ReportEachEpoch(report, checkpoint_root, checkpoint_every_s))
         trainer = pl.Trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
