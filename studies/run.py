@@ -315,7 +315,7 @@ def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime:
         raise StudyError(f"--max-epochs must be at least 1 (got {max_epochs})")
     if options.max_retries < 0:
         raise StudyError(f"--max-retries must be 0 or more (got {options.max_retries})")
-    if not options.checkpoint_every_s >= 0:
+    if not options.checkpoint_every_s >= 0:  # NaN included
         raise StudyError(f"--checkpoint-every must be 0 (every epoch) or more seconds (got {options.checkpoint_every_s:g})")
     resources = trial_resources(space, options)
     if not options.verbose:
@@ -360,7 +360,10 @@ def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime:
     if orphans:
         print(f"continuing {len(orphans)} interrupted trial(s) from their last checkpoint", file=sys.stderr)
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(ray.tune.with_parameters(train_trial, resources=resources, checkpoint_every_s=options.checkpoint_every_s), _tune_request(resources)),
+        ray.tune.with_resources(
+            ray.tune.with_parameters(train_trial, resources=resources, checkpoint_every_s=options.checkpoint_every_s),
+            _tune_request(resources),
+        ),
         tune_config=ray.tune.TuneConfig(
             metric=objective.name,
             mode=bridge.mode,

@@ -79,6 +79,7 @@ BAD_INPUTS = {
     "unwritable output": (["export", "tiny", "-o", "/no/such/folder/x.yaml"], "folder /no/such/folder does not exist"),
     "bad bound": (["best", "tiny", "--where", "val_mae<3"], "is not NAME=LOW..HIGH"),
     "no seeds": (["repeat", "tiny", "--seeds", "0"], "--top and --seeds must be at least 1"),
+    "negative checkpoint pacing": (["run", SPACES / "tiny.py", "--checkpoint-every", "-1"], "--checkpoint-every must be 0"),
 }
 
 
