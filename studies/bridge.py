@@ -249,7 +249,9 @@ class OptunaBridge(Searcher):
         if RESULT_ERROR in result:
             live.last_result = dict(result)
             return
-        if epoch <= live.epoch and live.last_result:
+        # A continued trial may report its checkpoint's epoch again: the last one, when it had trained it whole.
+        stored_by_earlier_driver = bool(live.last_result) and epoch == live.epoch
+        if live.last_result and (epoch < live.epoch or (stored_by_earlier_driver and not live.continued)):
             return
         if live.continued:
             live.trial.set_user_attr(ATTR_CONTINUED_AT_EPOCH, epoch)
@@ -260,7 +262,8 @@ class OptunaBridge(Searcher):
         value = result.get(self.metric)
         if value is None or not math.isfinite(value):
             return
-        live.trial.report(float(value), step=epoch)
+        if not stored_by_earlier_driver:
+            live.trial.report(float(value), step=epoch)
         if live.best_value is None or self._better(value, live.best_value):
             live.best_value, live.best_epoch = float(value), epoch
             live.best_metrics = model_metrics(result)

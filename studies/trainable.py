@@ -112,6 +112,9 @@ def train_trial(config: dict[str, Any], resources: Resources | None = None, chec
             seed=config["optuna_trial"],
             checkpoint_every_s=checkpoint_every_s,
         )
+        if not last_epoch:
+            # Tune would stop the whole study on a result without the objective.
+            raise RuntimeError("training ended without reporting an epoch")
     except Exception as exc:  # any trainer error ends this trial only, with its reason recorded
         if _worker_died(exc):
             raise
@@ -155,7 +158,7 @@ def _train_rank(loop: dict[str, Any]) -> None:
     # Every epoch is checkpointed (fit's default): saving is collective in DDP, so the ranks must not each judge by their own clock.
     def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         # Every rank reports (Ray Train gathers them); rank 0's checkpoint holds the model all ranks share.
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if rank == 0 else None
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if rank == 0 and checkpoint_dir else None
         ray.train.report({**metrics, **facts}, checkpoint=checkpoint)
 
     fit(

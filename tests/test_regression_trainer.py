@@ -233,3 +233,21 @@ def test_checkpoints_are_paced_and_the_last_epoch_always_saved(every_s, saved):
 
     fit(MLPRegression(), config, max_epochs=3, report=keep, checkpoint_every_s=every_s)
     assert checkpoints == saved
+
+
+def test_resumed_from_the_last_epoch_reports_that_epoch_again(tmp_path):
+    # A driver lost after the last epoch's checkpoint was stored, before the trial's end was: nothing is left to train.
+    config = {"data": {"source": "cabbi", "n_samples": 320, "n_features": 8, "batch_size": 64}, "model": {"hidden_dims": [8]}}
+    reports = []
+
+    def keep(metrics, folder):
+        kept = tmp_path / f"epoch{int(metrics['epoch'])}"
+        shutil.copytree(folder, kept)
+        reports.append((metrics, kept))
+
+    fit(MLPRegression(), config, max_epochs=2, report=keep)
+    last_metrics, last_checkpoint = reports[-1]
+    again = []
+    fit(MLPRegression(), config, max_epochs=2, resume_from=last_checkpoint, report=lambda m, folder: again.append((m, folder)))
+    assert [folder for _, folder in again] == [None]  # the checkpoint is stored already
+    assert again[0][0] == pytest.approx(last_metrics, nan_ok=True)  # bins absent from validation are NaN

@@ -7,17 +7,27 @@ import sys
 import time
 
 import optuna
+import pytest
 import sqlalchemy.exc
 from conftest import SPACES, tune_cli
 from optuna.trial import TrialState
 
-from studies.records import ATTR_CHECKPOINT_EPOCH, ATTR_CONTINUED_AT_EPOCH
+from studies.records import (
+    ATTR_CHECKPOINT,
+    ATTR_CHECKPOINT_EPOCH,
+    ATTR_CONTINUED_AT_EPOCH,
+    ATTR_DRIVER,
+    ATTR_SPACE_SHA,
+    ATTR_TRAIN_SECONDS,
+    ATTR_TRAINING_CONFIG,
+    METRIC_PREFIX,
+)
 from studies.storage import open_storage
 
 
-def snapshot(url):
+def snapshot(url, study_name="slow"):
     storage = open_storage(url, create=False)  # waits out the driver's write locks
-    return optuna.load_study(study_name="slow", storage=storage).get_trials()
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials()
 
 
 def test_sigkill_mid_study_then_resume(tmp_path):
@@ -86,3 +96,41 @@ def test_time_budget_leaves_trials_to_resume(tmp_path):
     after = snapshot(url)
     assert len([t for t in after if t.state.is_finished()]) == 3
     assert not [t for t in after if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.parametrize("last_epoch_stored", [False, True])
+def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, last_epoch_stored):
+    # The state a driver killed between storing a trial's last-epoch checkpoint and telling its end leaves behind
+    # (before or after the end's first write, the last epoch's value), made here from a finished trial:
+    # a kill cannot be timed into that gap reliably.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 1, "--checkpoint-every", 0, cwd=tmp_path, check=True)
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url, create=False))
+    (finished,) = study.get_trials(states=(TrialState.COMPLETE,))  # the second baseline waits in the queue
+    max_epochs = finished.user_attrs[ATTR_CHECKPOINT_EPOCH]
+    assert finished.state == TrialState.COMPLETE and max_epochs == finished.user_attrs["epochs"]
+    kept = (ATTR_TRAINING_CONFIG, ATTR_SPACE_SHA, ATTR_CHECKPOINT, ATTR_CHECKPOINT_EPOCH, ATTR_TRAIN_SECONDS)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params=finished.params,
+            distributions=finished.distributions,
+            user_attrs={**{k: finished.user_attrs[k] for k in kept}, ATTR_DRIVER: "a-lost-host:1"},
+            # The scheduler stops a trial on its last result before the searcher sees it, so its value is stored at the end.
+            intermediate_values={e: v for e, v in finished.intermediate_values.items() if e < max_epochs or last_epoch_stored},
+        )
+    )  # fmt: skip
+
+    resumed = tune_cli("resume", "tiny", "--storage", url, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "continuing 1 interrupted trial(s)" in resumed.stderr
+    after = snapshot(url, "tiny")
+    assert after[finished.number] == finished, "the finished trial was changed"
+    continued = after[-1]  # the trial added above
+    assert continued.state == TrialState.COMPLETE
+    # Nothing was trained again: the checkpoint's own epoch, with all its metrics, ends the trial.
+    assert continued.value == finished.value
+    assert continued.intermediate_values == finished.intermediate_values
+    assert continued.user_attrs[ATTR_CONTINUED_AT_EPOCH] == max_epochs
+    metrics = {k: v for k, v in finished.user_attrs.items() if k.startswith(METRIC_PREFIX)}
+    assert metrics and all(continued.user_attrs[k] == v for k, v in metrics.items())

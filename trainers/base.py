@@ -89,6 +89,9 @@ class ReportEachEpoch(pl.Callback):
     A checkpoint is due at the last epoch and once ``checkpoint_every_s`` seconds have passed since the previous one
     (0: every epoch), as Lightning's ``ModelCheckpoint(train_time_interval=...)`` paces them: saving and storing one
     costs tens of milliseconds, most of a short epoch.
+
+    Each checkpoint holds the metrics reported with it. Resumed from the last epoch's checkpoint (its driver was
+    lost before the trial's end was recorded), Lightning trains nothing, so those metrics are reported again.
     """
 
     def __init__(self, report: Report, checkpoint_root: str, checkpoint_every_s: float = 0.0):
@@ -96,6 +99,14 @@ class ReportEachEpoch(pl.Callback):
         self.checkpoint_root = checkpoint_root
         self.checkpoint_every_s = checkpoint_every_s
         self._epoch_started = self._last_checkpoint = time.perf_counter()
+        self._metrics: dict[str, float] = {}  # the latest epoch's, saved with each checkpoint
+        self._reported = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metrics": self._metrics}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._metrics = dict(state_dict.get("metrics", {}))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
@@ -107,6 +118,7 @@ class ReportEachEpoch(pl.Callback):
         now = time.perf_counter()
         metrics["epoch"] = float(epoch)
         metrics["epoch_seconds"] = now - self._epoch_started
+        self._metrics = metrics
         checkpoint_dir = None
         if epoch >= trainer.max_epochs or now - self._last_checkpoint >= self.checkpoint_every_s:
             # A fresh folder per checkpoint: the receiver may move or copy it away.
@@ -114,6 +126,11 @@ class ReportEachEpoch(pl.Callback):
             trainer.save_checkpoint(os.path.join(checkpoint_dir, CHECKPOINT_FILE))
             self._last_checkpoint = time.perf_counter()
         self.report(metrics, checkpoint_dir)
+        self._reported = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._reported and self._metrics.get("epoch", 0) >= trainer.max_epochs:
+            self.report(self._metrics, None)
 
 
 def quiet_lightning() -> None:
