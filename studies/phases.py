@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from studies.records import ATTR_BASELINE, ATTR_CHECKPOINT, STUDY_PHASE, STUDY_TRIALS_REQUESTED
 from studies.run import Queue, RunOptions, StudyError, baseline_queue, count_states, ray_storage_location, run_study
 from studies.space import Space, SpaceError, flatten
-from studies.storage import open_storage
+from studies.storage import open_storage, study_names
 from trainers.base import CHECKPOINT_FILE
 
 WARM_START_FOLDER = "phases"  # under Ray's storage path: the checkpoints a next phase starts from
@@ -122,7 +122,7 @@ def keep_best_checkpoint(study: optuna.Study, folder: Path) -> WarmStart:
 
 
 def _existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
-    if name not in {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}:
+    if name not in study_names(storage):
         return None
     return optuna.load_study(study_name=name, storage=storage)
 

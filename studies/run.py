@@ -32,7 +32,7 @@ from studies.records import (
     STUDY_TRIALS_REQUESTED,
 )
 from studies.space import SAMPLERS, Resources, Space
-from studies.storage import failures_of, open_storage
+from studies.storage import failures_of, open_storage, study_names
 
 RAY_FOLDER = "ray"
 # Two drivers resuming at once may both claim a lost trial: the last claim stored wins once both writes have landed.
@@ -136,7 +136,7 @@ def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseS
     storage = open_storage(options.storage, create=True)
     name = options.study or space.name
     objective = space.objectives[0]
-    if name in {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}:
+    if name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         stored = study.user_attrs.get(STUDY_FINGERPRINT)
         if stored != space.fingerprint:

@@ -81,6 +81,11 @@ def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.Bas
         raise StorageError(f"cannot open storage {url}: {reason}") from exc
 
 
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    """The studies a storage holds, read without their trials (Optuna's study summaries load every trial)."""
+    return [study.study_name for study in storage.get_all_studies()]
+
+
 def _engine_kwargs(url: str) -> dict:
     if url.startswith("sqlite"):
         # Readers (dashboard, `tune ls`) wait for the driver's short write transactions instead of failing.
