@@ -66,7 +66,9 @@ def failure_reason(exc: BaseException) -> str:
 def _worker_died(exc: BaseException) -> bool:
     """A DDP rank's process was lost (killed, its node gone), not its code's fault: Tune retries the trial from its checkpoint."""
     failures = getattr(exc, "worker_failures", None) or {}
-    return any(isinstance(failure, ray.exceptions.RayActorError) for failure in failures.values())
+    # Ray Train finds a lost rank by its health check and wraps the actor's error in that check's failure.
+    causes = [getattr(failure, "health_check_failure", failure) for failure in failures.values()]
+    return any(isinstance(cause, ray.exceptions.RayActorError) for cause in causes)
 
 
 def train_trial(config: dict[str, Any], resources: Resources | None = None, checkpoint_every_s: float = 0.0) -> None:
