@@ -150,3 +150,27 @@ def own_postgres():
     server = PostgresServer()
     yield server
     server.remove()
+
+
+def assert_readers_match_optuna(url: str, study_name: str) -> None:
+    """ls, show, best and export read only what they show (SQL counts, one state at a time); Optuna's full read is the reference."""
+    from optuna.trial import TrialState
+
+    from studies import catalog
+
+    study = catalog.load_study(study_name, url)
+    every = study.get_trials()
+    states = [t.state for t in every]
+    assert TrialState.COMPLETE in states and TrialState.PRUNED in states, "the study needs COMPLETE and PRUNED trials"
+    (row,) = [r for r in catalog.list_studies(url).to_dict("records") if r["study"] == study_name]
+    counted = [states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)]
+    assert [row["complete"], row["pruned"], row["failed"], row["running"]] == counted
+    assert (row["best"], row["best_trial"]) == (study.best_value, study.best_trial.number)
+    whole = catalog.trials_table(study)
+    assert len(whole) == sum(s.is_finished() for s in states)
+    for top in (1, states.count(TrialState.COMPLETE) + 1):  # within the COMPLETE trials, and reaching into the next state
+        # A column only unshown trials have (fail_reason) is left out, rather than shown empty.
+        shown = catalog.trials_table(study, top=top).dropna(axis="columns", how="all")
+        assert shown.equals(whole.head(top).dropna(axis="columns", how="all"))
+    assert catalog.select_trial(study, trial_number=every[-1].number) == every[-1]
+    assert catalog.select_trial(study).number == study.best_trial.number

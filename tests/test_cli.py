@@ -12,10 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import SPACES, tune_cli
-from optuna.trial import TrialState
+from conftest import SPACES, assert_readers_match_optuna, tune_cli
 
-from studies import catalog
 from studies.storage import open_storage
 
 
@@ -62,24 +60,12 @@ def test_best_by_another_metric_within_bounds(finished_study):
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_readers_answer_as_optuna_loading_every_trial_would(finished_study, tmp_path, kind):
-    # ls, show, best and export read only what they show (SQL counts, one state at a time); Optuna's own reads are the reference.
     url = f"sqlite:///{finished_study / 'tune_runs' / 'tune.db'}"
     if kind == "journal":
-        url = f"journal:{tmp_path / 'copy.log'}"
-        optuna.copy_study(from_study_name="tiny", from_storage=open_storage(f"sqlite:///{finished_study / 'tune_runs' / 'tune.db'}", create=False), to_storage=open_storage(url, create=True))
-    study = catalog.load_study("tiny", url)
-    every = study.get_trials()
-    states = [t.state for t in every]
-    assert TrialState.COMPLETE in states and TrialState.PRUNED in states, "the tiny study should have both; reseed it"
-    (row,) = catalog.list_studies(url).to_dict("records")
-    assert (row["complete"], row["pruned"], row["failed"]) == (states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED), states.count(TrialState.FAIL))
-    assert (row["best"], row["best_trial"]) == (study.best_value, study.best_trial.number)
-    whole = catalog.trials_table(study)
-    assert len(whole) == len(every)
-    for top in (1, states.count(TrialState.COMPLETE) + 1):  # within the COMPLETE trials, and reaching into the PRUNED
-        assert catalog.trials_table(study, top=top).equals(whole.head(top))
-    assert catalog.select_trial(study, trial_number=every[-1].number) == every[-1]
-    assert catalog.select_trial(study).number == study.best_trial.number
+        copy = f"journal:{tmp_path / 'copy.log'}"
+        optuna.copy_study(from_study_name="tiny", from_storage=open_storage(url, create=False), to_storage=open_storage(copy, create=True))
+        url = copy
+    assert_readers_match_optuna(url, "tiny")
 
 
 def test_export_round_trip_trains_the_exported_config(finished_study):

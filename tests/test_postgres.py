@@ -9,8 +9,9 @@ import uuid
 import optuna
 import pytest
 import sqlalchemy.exc
-from conftest import SPACES, assert_study_whole, kill_process_group, tune_cli
-from optuna.trial import TrialState
+from conftest import SPACES, assert_readers_match_optuna, assert_study_whole, kill_process_group, tune_cli
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 
 from studies.heartbeat import driver_alive, last_beats
 from studies.records import ATTR_CONTINUED_AT_EPOCH, ATTR_DRIVER
@@ -125,3 +126,17 @@ def test_postgres_restart_mid_study(own_postgres, tmp_path):
         resumed = tune_cli("resume", study, "--storage", url, cwd=tmp_path, env=env, timeout=400)
         assert resumed.returncode == 0, resumed.stderr
     assert_study_whole(trials_of(url, study), requested)
+
+
+def test_readers_count_a_postgres_study_as_optuna_does(postgres_url):
+    # PostgreSQL stores trial states as an enum type: the SQL count reads it back as the state's name.
+    name = f"readers-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=open_storage(postgres_url, create=True))
+    lr = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    for state, value, epochs in [(TrialState.COMPLETE, 0.3, 4), (TrialState.COMPLETE, 0.2, 4), (TrialState.PRUNED, None, 1),
+                                 (TrialState.FAIL, None, 2), (TrialState.RUNNING, None, 3)]:  # fmt: skip
+        study.add_trial(create_trial(
+            state=state, value=value, params={"lr": 1e-3 * epochs}, distributions=lr, intermediate_values={1: 0.5},
+            user_attrs={"epochs": epochs, **({"metric.value": value} if value is not None else {})},
+        ))  # fmt: skip
+    assert_readers_match_optuna(postgres_url, name)
