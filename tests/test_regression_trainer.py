@@ -25,6 +25,20 @@ from trainers.regression import (
     warmup_decay_factor,
 )
 
+SMALL_CABBI = {"data": {"source": "cabbi", "n_samples": 320, "n_features": 8, "batch_size": 64}, "model": {"hidden_dims": [8]}}
+
+
+def checkpoint_keeper(folder):
+    """A ``report`` for fit that keeps each epoch's metrics and a copy of its checkpoint: fit removes its own when it returns."""
+    reports = []
+
+    def keep(metrics, checkpoint_dir):
+        kept = folder / f"epoch{int(metrics['epoch'])}"
+        shutil.copytree(checkpoint_dir, kept)
+        reports.append((metrics, kept))
+
+    return reports, keep
+
 
 def kurtosis(values: torch.Tensor) -> float:
     centred = values.double() - values.double().mean()
@@ -203,14 +217,7 @@ def test_dist_and_supcr_train_and_resume_with_their_buffer(tmp_path):
         "loss_config": {"lambda_dist": 0.5, "lambda_supcr": 0.01, "buffer_size": 256, "warmup_epochs": 0,
                         "stable_epoch": 1, "min_samples_for_dist": 64, "min_samples_for_supcr": 64, "max_epochs": 4},
     }
-    reports = []
-
-    def keep(metrics, folder):
-        # fit removes its checkpoint folders when it returns; a receiver copies what it keeps.
-        kept = tmp_path / f"epoch{int(metrics['epoch'])}"
-        shutil.copytree(folder, kept)
-        reports.append((metrics, kept))
-
+    reports, keep = checkpoint_keeper(tmp_path)
     fit(MLPRegression(), config, max_epochs=2, report=keep)
     assert [m["epoch"] for m, _ in reports] == [1.0, 2.0]
     assert all(math.isfinite(m["val_loss"]) and math.isfinite(m["tail_rmse"]) for m, _ in reports)
@@ -225,29 +232,21 @@ def test_dist_and_supcr_train_and_resume_with_their_buffer(tmp_path):
 
 @pytest.mark.parametrize("every_s, saved", [(0.0, [True, True, True]), (3600.0, [False, False, True])])
 def test_checkpoints_are_paced_and_the_last_epoch_always_saved(every_s, saved):
-    config = {"data": {"source": "cabbi", "n_samples": 320, "n_features": 8, "batch_size": 64}, "model": {"hidden_dims": [8]}}
     checkpoints = []
 
     def keep(metrics, folder):
         checkpoints.append(folder is not None and os.path.isfile(os.path.join(folder, CHECKPOINT_FILE)))
 
-    fit(MLPRegression(), config, max_epochs=3, report=keep, checkpoint_every_s=every_s)
+    fit(MLPRegression(), SMALL_CABBI, max_epochs=3, report=keep, checkpoint_every_s=every_s)
     assert checkpoints == saved
 
 
 def test_resumed_from_the_last_epoch_reports_that_epoch_again(tmp_path):
     # A driver lost after the last epoch's checkpoint was stored, before the trial's end was: nothing is left to train.
-    config = {"data": {"source": "cabbi", "n_samples": 320, "n_features": 8, "batch_size": 64}, "model": {"hidden_dims": [8]}}
-    reports = []
-
-    def keep(metrics, folder):
-        kept = tmp_path / f"epoch{int(metrics['epoch'])}"
-        shutil.copytree(folder, kept)
-        reports.append((metrics, kept))
-
-    fit(MLPRegression(), config, max_epochs=2, report=keep)
+    reports, keep = checkpoint_keeper(tmp_path)
+    fit(MLPRegression(), SMALL_CABBI, max_epochs=2, report=keep)
     last_metrics, last_checkpoint = reports[-1]
     again = []
-    fit(MLPRegression(), config, max_epochs=2, resume_from=last_checkpoint, report=lambda m, folder: again.append((m, folder)))
+    fit(MLPRegression(), SMALL_CABBI, max_epochs=2, resume_from=last_checkpoint, report=lambda m, folder: again.append((m, folder)))
     assert [folder for _, folder in again] == [None]  # the checkpoint is stored already
     assert again[0][0] == pytest.approx(last_metrics, nan_ok=True)  # bins absent from validation are NaN
