@@ -4,7 +4,7 @@ efficiency = sum over trials of (epochs trained x epoch work) / (workers x wall 
 
 Methods, all on the same fixed-work trainer (benchmarks/fixed_work.py), N trials, the same
 successive-halving rungs and checkpoint cadence (``tune``'s default), 2 workers:
-- tune:             `studies.run.run_study`, as `tune run` runs it (the bridge, reused actors)
+- tune:             `studies.driver.run.run_study`, as `tune run` runs it (the bridge, reused actors)
 - ray_optuna:       stock Ray Tune, `OptunaSearch` + `ASHAScheduler`, a new actor per trial
 - ray_optuna_reuse: the same with `reuse_actors=True`
 - optuna_2proc:     plain Optuna, two processes sharing one SQLite study, `SuccessiveHalvingPruner`
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-from studies.run import CHECKPOINT_EVERY_S
+from studies.driver.run import CHECKPOINT_EVERY_S
 
 HERE = Path(__file__).parent
 WORKERS = 2
@@ -56,7 +56,7 @@ def variant_space(folder: Path, epoch_seconds: float) -> Path:
 
 
 def run_tune(space_path: Path, trials: int, folder: Path) -> tuple[float, int]:
-    from studies.run import RunOptions, run_study
+    from studies.driver.run import RunOptions, run_study
     from studies.space import load_space
 
     os.environ["TUNE_RAY_STORAGE"] = str(folder / "ray_tune")
@@ -161,7 +161,7 @@ def run_plain_optuna(space_path: Path, trials: int, folder: Path) -> tuple[float
 def worker_import_seconds() -> float:
     """Wall time of a fresh Python process importing what a trial's worker imports (torch, Lightning, Ray Tune)."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import studies.trainable"], cwd=HERE.parent, check=True)
+    subprocess.run([sys.executable, "-c", "import studies.driver.trainable"], cwd=HERE.parent, check=True)
     return round(time.perf_counter() - started, 2)
 
 

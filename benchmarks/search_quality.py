@@ -10,7 +10,7 @@ report may overshoot the budget by the epochs since that trial's previous report
 
 Methods, each with the same seeds (sampler seed and the problem's noise):
 
-- ``tune``: `tune`'s own ``studies.bridge.OptunaBridge`` (TPE as ``tune run`` makes it) as Ray Tune's
+- ``tune``: `tune`'s own ``studies.driver.bridge.OptunaBridge`` (TPE as ``tune run`` makes it) as Ray Tune's
   search algorithm, with ASHA: a trial ASHA stops is told to Optuna as PRUNED with its curve.
 - ``optuna_search_asha``: stock ``ray.tune.search.optuna.OptunaSearch`` (TPE) with the same ASHA; it
   tells Optuna a stopped trial is COMPLETE with its last, low-epoch value.
@@ -48,8 +48,7 @@ import ray.tune
 
 from benchmarks.curves import PROBLEMS, Problem
 from studies.records import RESULT_EPOCH
-from studies.report import AshaSettings
-from studies.space import Budget, Categorical, Float, Knob, Objective, Resources, Space
+from studies.space import AshaSettings, Budget, Categorical, Float, Knob, Objective, Resources, Space
 
 TITLE = "Search quality for a fixed budget of epochs"
 OBJECTIVE = "val_loss"
@@ -137,14 +136,14 @@ def run_ray(method: str, problem: Problem, seed: int, budget: int, folder: Path)
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
-    from studies.bridge import OptunaBridge
-    from studies.run import RunOptions, make_sampler
+    from studies.driver.bridge import OptunaBridge
+    from studies.samplers import SamplerSettings, make_sampler
 
     param_space: dict[str, Any] = {}
     study = None
     if method == "tune":
         space = bridge_space(problem)
-        study = optuna.create_study(sampler=make_sampler("tpe", space, RunOptions(seed=seed)), direction="minimize")
+        study = optuna.create_study(sampler=make_sampler("tpe", space, SamplerSettings(seed=seed)), direction="minimize")
         # Each trial trains at least one epoch, so the budget bounds the trials too.
         searcher = OptunaBridge(study, space, max_epochs=MAX_EPOCHS, target=budget)
     else:

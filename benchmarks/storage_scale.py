@@ -1,7 +1,7 @@
 """Storage at scale: what a trial's record costs the driver, and what reading a large study costs a person.
 
 A study of the Vesuvius space (22 knobs, two objectives, seven baselines) is made as `tune run` makes
-it (``studies.run.open_study``) in a SQLite file and in an Optuna journal file. Its trials are written
+it (``studies.driver.run.open_study``) in a SQLite file and in an Optuna journal file. Its trials are written
 by tune's own ``OptunaBridge`` as a Ray run drives it: ask and suggest with TPE, the training config,
 one intermediate value and a checkpoint path per epoch, every final metric, tell. Epochs follow ASHA's
 rungs of the space (2 of 3 trials stop at epoch 2, 2 of 9 at 6, 1 of 9 trains all 18).
@@ -32,11 +32,11 @@ import optuna
 from tqdm import tqdm
 
 from objectives.segmentation import COMPONENTS, METRICS
-from studies.bridge import OptunaBridge
+from studies.driver.bridge import OptunaBridge
+from studies.driver.run import RunOptions, open_study
 from studies.records import ATTR_BASELINE, RESULT_DEVICE, RESULT_EPOCH, RESULT_EPOCH_SECONDS
-from studies.report import AshaSettings
-from studies.run import RunOptions, make_sampler, open_study
-from studies.space import load_space
+from studies.samplers import make_sampler
+from studies.space import AshaSettings, load_space
 
 TITLE = "Storage at scale"
 REPO = Path(__file__).resolve().parent.parent
@@ -161,10 +161,9 @@ def grow_and_time(storage: str, path: Path, sizes: tuple[int, ...], window: int)
     space = load_space(SPACE)
     url = STORAGES[storage][0] + str(path)
     options = RunOptions(storage=url, seed=0, command=f"tune run search_spaces/{SPACE.name} --storage {url}")
-    study = open_study(space, options, make_sampler("tpe", space, options))
-    budget = space.budget
-    asha = AshaSettings(budget.max_epochs, budget.grace_period, budget.reduction_factor)
-    bridge = OptunaBridge(study, space, max_epochs=budget.max_epochs, target=sizes[-1])
+    study = open_study(space, options, make_sampler("tpe", space, options.sampler_settings()))
+    asha = space.asha()
+    bridge = OptunaBridge(study, space, max_epochs=asha.max_epochs, target=sizes[-1])
     rng = np.random.default_rng(0)
     rows = []
     # Written whole before any copy: the baselines, then one bracket of ASHA (for 18 epochs, rungs 2 and 6: 6, 2 and 1 trials).

@@ -15,7 +15,8 @@ The search-space module contract (one declarations-only file per project in ``se
 ``PHASES``      optional fine-tuning stages, ``{"A": {"knob": value}}``, with ``WARM_START``, the path
                 of the starting weights: ``tune phases`` runs one warm-started study per phase.
 ``TRAINER``     a :class:`trainers.base.TrainerFamily` subclass.
-``SAMPLER``     optional default sampler: tpe, random, grid, cmaes, gp, nsga2.
+``SAMPLER``     optional default search method, a name in :data:`studies.samplers.SAMPLERS`.
+``HEADLINES``   optional metrics besides the objectives that the report shows next to them.
 
 The export schema is ``CONFIG``: an exported trial is ``CONFIG`` with the trial's values in place.
 
@@ -27,6 +28,7 @@ Example::
     print(space.knobs["loss_weights.dice_weight"])     # Float(low=0.1, high=0.6, ...)
 
 Commands (see ``tune --help``): run, resume, phases, repeat, ls, show, best, export, train, report, dashboard.
+Which module holds what, and where a new sampler, reader, figure or trainer goes: ``studies/README.md``.
 """
 
 from studies.space import Budget, Categorical, Float, Int, Objective, Resources, Space, SpaceError, load_space

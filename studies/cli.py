@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from studies.samplers import DEFAULT_SAMPLER, described
+
 if TYPE_CHECKING:  # run.py imports Ray; commands that do not run a study should not pay for it
-    from studies.run import RunOptions
+    from studies.driver.run import RunOptions
 
 RAY_SUBCOMMANDS = {"lsx", "list-trials", "list-experiments", "add-note"}
 
@@ -41,7 +43,7 @@ def _storage_option(parser: argparse.ArgumentParser) -> None:
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
     _storage_option(parser)
-    parser.add_argument("--sampler", help="Optuna sampler: tpe (default), random, grid, cmaes, gp, nsga2")
+    parser.add_argument("--sampler", metavar="METHOD", help=f"search method (default: the space's SAMPLER, else {DEFAULT_SAMPLER}): {described()}")
     parser.add_argument(
         "--grid-knobs", type=lambda text: [k.strip() for k in text.split(",") if k.strip()], metavar="K1,K2",
         help="with --sampler grid: grid only these knobs (their grid= values), hold the others at --grid-base",
@@ -171,7 +173,7 @@ def _describe_trial(trial) -> str:
 
 
 def _run_options_from(args: argparse.Namespace, study_name: str | None, **overrides) -> RunOptions:
-    from studies.run import CHECKPOINT_EVERY_S, MAX_RETRIES, RunOptions
+    from studies.driver.run import CHECKPOINT_EVERY_S, MAX_RETRIES, RunOptions
 
     options = dict(
         study=study_name,
@@ -195,11 +197,11 @@ def _run_options_from(args: argparse.Namespace, study_name: str | None, **overri
 
 
 def _repeat(args: argparse.Namespace) -> int:
-    from studies import catalog
+    from studies.driver.repeat import repeat_queue, spread_table
+    from studies.driver.run import run_study
     from studies.records import STUDY_SPACE_PATH
-    from studies.repeat import repeat_queue, spread_table
-    from studies.run import run_study
     from studies.space import load_space
+    from studies.store import catalog
 
     original = catalog.load_study(args.study, args.storage)
     queue = repeat_queue(original, args.top, args.seeds)
@@ -211,18 +213,83 @@ def _repeat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, space_path: str, study_name: str | None) -> int:
-    from studies.run import run_study
+def _run_space(args: argparse.Namespace, space_path: str, study_name: str | None) -> int:
+    from studies.driver.run import run_study
     from studies.space import load_space
+    from studies.store.catalog import trials_table
 
     space = load_space(space_path)
     study = run_study(space, _run_options_from(args, study_name))
-    from studies.catalog import trials_table
-
     table = trials_table(study, top=5)
     summary = ["trial", "state", "baseline", "epochs", "train_s", *(o.name for o in space.objectives)]
     print(f"\nstudy {study.study_name}: top trials (`tune show {study.study_name}` for every metric and param)")
     _print_table(table[[c for c in summary if c in table]] if not table.empty else table)
+    return 0
+
+
+def _run_phases(args: argparse.Namespace, space_path: str, prefix: str | None, phases: list[str] | None) -> int:
+    from studies.driver.phases import run_phases
+    from studies.space import load_space
+
+    run_phases(load_space(space_path), _run_options_from(args, prefix), phases=phases)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _run_space(args, args.space, args.study)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from studies.records import STUDY_PHASE, STUDY_SPACE_PATH
+    from studies.store import catalog
+
+    study = catalog.load_study(args.study, args.storage)
+    phase = study.user_attrs.get(STUDY_PHASE)
+    if phase:  # a phase holds its settings and starts from the previous phase's best: `tune phases` knows how
+        return _run_phases(args, study.user_attrs[STUDY_SPACE_PATH], phase["prefix"], [phase["phase"]])
+    return _run_space(args, study.user_attrs[STUDY_SPACE_PATH], args.study)
+
+
+def _phases(args: argparse.Namespace) -> int:
+    return _run_phases(args, args.space, args.study, args.phases)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from studies.store import catalog
+
+    _print_table(catalog.list_studies(args.storage))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from studies.store import catalog
+
+    _print_table(catalog.trials_table(catalog.load_study(args.study, args.storage), top=args.top))
+    return 0
+
+
+def _selected(args: argparse.Namespace):
+    """The study and the trial ``best`` and ``export`` pick: by number, or the best by --by within --where."""
+    from studies.store import catalog
+
+    study = catalog.load_study(args.study, args.storage)
+    bounds = [catalog.Bound.parse(text) for text in args.where]
+    trial = catalog.select_trial(study, trial_number=getattr(args, "trial", None), by=args.by, bounds=bounds, maximize=args.maximize)
+    return study, trial
+
+
+def _best(args: argparse.Namespace) -> int:
+    _, trial = _selected(args)
+    print(_describe_trial(trial))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from studies.store.export import write_export
+
+    study, trial = _selected(args)
+    path = write_export(study, trial, args.output)
+    print(f"wrote trial {trial.number} of {study.study_name} to {path}")
     return 0
 
 
@@ -253,10 +320,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from studies.report import write_report
+    from studies.store import catalog
+    from studies.store.storage import DEFAULT_FOLDER
+
+    study = catalog.load_study(args.study, args.storage)
+    output = args.output
+    if output is None:
+        Path(DEFAULT_FOLDER).mkdir(exist_ok=True)
+        output = f"{DEFAULT_FOLDER}/{study.study_name}-report.html"
+    written = write_report(study, output, png=args.png)
+    print("\n".join(f"wrote {path}" for path in written))
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
-    from studies.storage import default_url, open_storage
+    from studies.store.storage import default_url, open_storage
 
     storage = open_storage(args.storage, create=False)
     print(f"optuna-dashboard for {args.storage or default_url()} at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
@@ -264,65 +346,24 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_phases(args: argparse.Namespace, space_path: str, prefix: str | None, phases: list[str] | None) -> int:
-    from studies.phases import run_phases
-    from studies.space import load_space
-
-    run_phases(load_space(space_path), _run_options_from(args, prefix), phases=phases)
-    return 0
+# The command table: each subcommand of build_parser() and the one function that carries it out.
+COMMANDS = {
+    "run": _run,
+    "resume": _resume,
+    "repeat": _repeat,
+    "phases": _phases,
+    "ls": _ls,
+    "show": _show,
+    "best": _best,
+    "export": _export,
+    "train": _train,
+    "report": _report,
+    "dashboard": _dashboard,
+}
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from studies import catalog, export
-
-    if args.command == "run":
-        return _run(args, args.space, args.study)
-    if args.command == "resume":
-        from studies.records import STUDY_PHASE, STUDY_SPACE_PATH
-
-        study = catalog.load_study(args.study, args.storage)
-        phase = study.user_attrs.get(STUDY_PHASE)
-        if phase:  # a phase holds its settings and starts from the previous phase's best: `tune phases` knows how
-            return _run_phases(args, study.user_attrs[STUDY_SPACE_PATH], phase["prefix"], [phase["phase"]])
-        return _run(args, study.user_attrs[STUDY_SPACE_PATH], args.study)
-    if args.command == "repeat":
-        return _repeat(args)
-    if args.command == "phases":
-        return _run_phases(args, args.space, args.study, args.phases)
-    if args.command == "ls":
-        _print_table(catalog.list_studies(args.storage))
-        return 0
-    if args.command == "show":
-        _print_table(catalog.trials_table(catalog.load_study(args.study, args.storage), top=args.top))
-        return 0
-    if args.command in ("best", "export"):
-        study = catalog.load_study(args.study, args.storage)
-        bounds = [catalog.Bound.parse(text) for text in args.where]
-        trial = catalog.select_trial(
-            study, trial_number=getattr(args, "trial", None), by=args.by, bounds=bounds, maximize=args.maximize
-        )
-        if args.command == "best":
-            print(_describe_trial(trial))
-        else:
-            path = export.write_export(study, trial, args.output)
-            print(f"wrote trial {trial.number} of {study.study_name} to {path}")
-        return 0
-    if args.command == "train":
-        return _train(args)
-    if args.command == "report":
-        from studies.report import write_report
-
-        study = catalog.load_study(args.study, args.storage)
-        output = args.output
-        if output is None:
-            from studies.storage import DEFAULT_FOLDER
-
-            Path(DEFAULT_FOLDER).mkdir(exist_ok=True)
-            output = f"{DEFAULT_FOLDER}/{study.study_name}-report.html"
-        written = write_report(study, output, png=args.png)
-        print("\n".join(f"wrote {path}" for path in written))
-        return 0
-    return _dashboard(args)
+    return COMMANDS[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

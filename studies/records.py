@@ -31,6 +31,7 @@ RESULT_EPOCH_SECONDS = "epoch_seconds"
 STUDY_SPACE_PATH = "space_path"
 STUDY_FINGERPRINT = "space_fingerprint"
 STUDY_OBJECTIVES = "objectives"
+STUDY_HEADLINES = "headlines"  # the metrics besides the objectives that the space's log judged by: the report shows them
 STUDY_BASELINES_QUEUED = "baselines_enqueued"
 STUDY_CREATED_BY = "created_by"
 STUDY_TRIALS_REQUESTED = "trials_requested"  # the last --trials asked for: what `tune resume` completes

@@ -15,7 +15,12 @@ A search-space module (one file per project in ``search_spaces/``) is declaratio
 ``RESOURCES``   :class:`Resources` per trial: CPUs and GPUs (a fraction packs trials on one GPU, a whole
                 number above 1 trains with DDP over that many GPUs; ``workers=`` DDP on CPU processes).
 ``TRAINER``     a ``trainers.base.TrainerFamily`` subclass: what trains one config.
-``SAMPLER``     optional, the default Optuna sampler: tpe, random, grid, cmaes, gp or nsga2.
+``SAMPLER``     optional, the default search method: a name in :data:`studies.samplers.SAMPLERS`.
+``HEADLINES``   optional metric names the log judged by besides the objectives (``["test_loss"]``): stored
+                on the study, the report shows them beside the objectives.
+``PHASES``      optional fine-tuning stages, ``{name: {"dotted.knob": value}}`` in the order they run, with
+``WARM_START``  the dotted path of the fixed value of ``CONFIG`` that holds the starting weights
+                (``tune phases``, see :mod:`studies.driver.phases`).
 
 The export schema is ``CONFIG`` itself: exporting a trial puts its values at the knobs' places.
 
@@ -47,6 +52,7 @@ from typing import Any, Mapping, Sequence
 import optuna
 
 from studies.errors import UserInputError
+from studies.samplers import DEFAULT_SAMPLER, SAMPLERS
 
 
 class SpaceError(UserInputError):
@@ -103,7 +109,6 @@ class Categorical:
 
 Knob = Float | Int | Categorical
 DIRECTIONS = ("minimize", "maximize")
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2")
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,24 @@ class Budget:
     grace_period: int = 1
     reduction_factor: int = 3
     trials: int = 20
+
+
+@dataclass(frozen=True)
+class AshaSettings:
+    """ASHA's settings for a run: where its rungs are. Stored on the study, so readers draw the same rungs."""
+
+    max_epochs: int
+    grace_period: int
+    reduction_factor: int
+
+    @property
+    def rungs(self) -> list[int]:
+        """The epochs at which ASHA compares trials: grace_period × reduction_factor^k ≤ max_epochs."""
+        rungs, epoch = [], self.grace_period
+        while epoch <= self.max_epochs:
+            rungs.append(epoch)
+            epoch *= self.reduction_factor
+        return rungs
 
 
 @dataclass(frozen=True)
@@ -171,7 +194,10 @@ class Space:
     budget: Budget
     resources: Resources
     trainer: type
-    sampler: str = "tpe"
+    sampler: str = DEFAULT_SAMPLER
+    headlines: list[str] = field(default_factory=list)
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warm_start: str | None = None  # the fixed CONFIG path a phase's starting weights go to
     module: ModuleType | None = field(default=None, repr=False)
 
     @property
@@ -186,6 +212,12 @@ class Space:
             "objectives": [(o.name, o.direction) for o in self.objectives],
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+    def asha(self, max_epochs: int | None = None, prune: bool = True) -> AshaSettings:
+        """ASHA's rungs for a run of ``max_epochs`` (default: the budget's); unpruned, the only rung is the last epoch."""
+        max_epochs = max_epochs or self.budget.max_epochs
+        grace = min(self.budget.grace_period, max_epochs) if prune else max_epochs
+        return AshaSettings(max_epochs, grace, self.budget.reduction_factor)
 
     def objective(self, name: str) -> Objective | None:
         return next((o for o in self.objectives if o.name == name), None)
@@ -322,18 +354,16 @@ def load_space(path: str | Path) -> Space:
 
     if not (isinstance(trainer, type) and issubclass(trainer, TrainerFamily)):
         raise SpaceError(f"{where}: TRAINER must be a trainers.base.TrainerFamily subclass (got {trainer!r})")
-    sampler = getattr(module, "SAMPLER", "tpe")
+    sampler = getattr(module, "SAMPLER", DEFAULT_SAMPLER)
     if sampler not in SAMPLERS:
         raise SpaceError(f"{where}: SAMPLER {sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
     baselines = {name: flatten(values) for name, values in getattr(module, "BASELINES", {}).items()}
     for name, values in baselines.items():
-        for knob_name, value in values.items():
-            if knob_name not in knobs:
-                raise SpaceError(f"{where}: baseline {name!r} sets {knob_name}, which is not a knob in CONFIG")
-            if not knobs[knob_name].distribution()._contains(knobs[knob_name].distribution().to_internal_repr(value)):
-                raise SpaceError(
-                    f"{where}: baseline {name!r} sets {knob_name}={value!r}, outside the knob's range; widen the range to span it"
-                )
+        _check_settings(where, f"baseline {name!r}", values, knobs)
+    headlines = list(getattr(module, "HEADLINES", []))
+    if not all(isinstance(name, str) and name for name in headlines):
+        raise SpaceError(f"{where}: HEADLINES must be a list of metric names (got {headlines!r})")
+    phases, warm_start = _phases(where, module, knobs, fixed)
     return Space(
         name=path.stem,
         path=path,
@@ -346,8 +376,40 @@ def load_space(path: str | Path) -> Space:
         resources=resources,
         trainer=trainer,
         sampler=sampler,
+        headlines=headlines,
+        phases=phases,
+        warm_start=warm_start,
         module=module,
     )
+
+
+def _check_settings(where: str, owner: str, values: Mapping[str, Any], knobs: Mapping[str, Knob]) -> None:
+    """Knob values a baseline or a phase sets: each a knob of CONFIG, within its range."""
+    for knob_name, value in values.items():
+        if knob_name not in knobs:
+            raise SpaceError(f"{where}: {owner} sets {knob_name}, which is not a knob in CONFIG")
+        distribution = knobs[knob_name].distribution()
+        if not distribution._contains(distribution.to_internal_repr(value)):
+            raise SpaceError(f"{where}: {owner} sets {knob_name}={value!r}, outside the knob's range; widen the range to span it")
+
+
+def _phases(where: str, module: ModuleType, knobs: Mapping[str, Knob], fixed: Mapping[str, Any]) -> tuple[dict, str | None]:
+    """``PHASES`` and ``WARM_START``, validated: each phase's settings are knobs in range; WARM_START a fixed value."""
+    declared = getattr(module, "PHASES", None)
+    if declared is None:
+        return {}, None
+    if not isinstance(declared, Mapping) or not declared:
+        raise SpaceError(f"{where}: PHASES must be {{name: {{knob: value}}}} in the order the phases run (got {declared!r})")
+    warm_start = getattr(module, "WARM_START", None)
+    if warm_start not in fixed:
+        raise SpaceError(f"{where}: WARM_START must name a fixed value of CONFIG: the path of the starting weights (got {warm_start!r})")
+    phases = {}
+    for name, settings in declared.items():
+        if not isinstance(settings, Mapping):
+            raise SpaceError(f"{where}: phase {name!r} must be a mapping of knob values (got {settings!r})")
+        phases[str(name)] = flatten(settings)
+        _check_settings(where, f"phase {name!r}", phases[str(name)], knobs)
+    return phases, warm_start
 
 
 def _check_knob(where: str, name: str, knob: Knob, knobs: Mapping[str, Knob]) -> None:

@@ -23,7 +23,7 @@ from conftest import REPO, SPACES, tune_cli
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from studies.report import CHROMIUM_VARIABLE, DEFAULT_CHROMIUM
+from studies.report.png import CHROMIUM_VARIABLE, DEFAULT_CHROMIUM
 
 CHROMIUM = os.environ.get(CHROMIUM_VARIABLE) or DEFAULT_CHROMIUM
 ARTIFACTS = REPO / "test-artifacts"

@@ -156,7 +156,7 @@ def assert_readers_match_optuna(url: str, study_name: str) -> None:
     """ls, show, best and export read only what they show (SQL counts, one state at a time); Optuna's full read is the reference."""
     from optuna.trial import TrialState
 
-    from studies import catalog
+    from studies.store import catalog
 
     study = catalog.load_study(study_name, url)
     every = study.get_trials()

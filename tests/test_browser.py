@@ -12,8 +12,8 @@ from browser import (
 )
 from optuna.trial import TrialState
 
-from studies.catalog import load_study
-from studies.report import asha_settings, build_sections, write_report
+from studies.report import build_sections, write_report
+from studies.store.catalog import asha_settings, load_study
 
 pytestmark = needs_chromium
 

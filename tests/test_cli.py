@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import SPACES, assert_readers_match_optuna, tune_cli
 
-from studies.storage import open_storage
+from studies.store.storage import open_storage
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import sqlalchemy.exc
 from conftest import SPACES, assert_study_whole, kill_process_group, tune_cli
 from optuna.trial import TrialState
 
-from studies.storage import open_storage
+from studies.store.storage import open_storage
 
 
 def trials_of(url, study="tiny"):

@@ -20,7 +20,6 @@ from trainers.flyvis import (
     fly_connectome,
     load_recording,
     recording_for,
-    resolve_config,
     simulate_voltages,
     synthetic_recording,
 )
@@ -37,7 +36,7 @@ def recording():
 
 @pytest.mark.parametrize("latent_dims, stimulus_channels, batch_norm", [(64, 0, False), (1, 32, True)])
 def test_network_maps_voltages_one_step_ahead(latent_dims, stimulus_channels, batch_norm):
-    config = resolve_config({"latent_dims": latent_dims, "training": {"use_batch_norm": batch_norm}}, DEFAULT_CONFIG)
+    config = LatentEvolution().resolve({"latent_dims": latent_dims, "training": {"use_batch_norm": batch_norm}})
     network = LatentEvolutionNetwork(config, neurons=192, stimulus_channels=stimulus_channels)
     voltage, stimulus = torch.randn(8, 192), torch.rand(8, stimulus_channels)
     assert network(voltage, stimulus).shape == (8, 192)
@@ -49,6 +48,11 @@ def test_network_maps_voltages_one_step_ahead(latent_dims, stimulus_channels, ba
     assert has_batch_norm == batch_norm
     if network.stimulus_encoder is not None:
         assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in network.stimulus_encoder.modules())
+
+
+def test_an_unknown_train_step_is_a_config_error():
+    with pytest.raises(ValueError, match="training.train_step must be one of train_step, train_step_nocompile"):
+        LatentEvolution().resolve({"training": {"train_step": "compiled"}})
 
 
 def test_a_frame_is_20_ms_of_leaky_integration():
@@ -88,7 +92,8 @@ def test_constant_baseline_is_the_mse_of_predicting_no_change(tmp_path):
     path = tmp_path / "recording.npy"
     np.save(path, voltage)
     split = {"train_start": 0, "train_end": 4, "validation_start": 4, "validation_end": 7, "test_start": 7, "test_end": 10}
-    data = VoltageFrames({"data": {"path": str(path), "standardize": False}, "training": {"data_split": split}})
+    config = LatentEvolution().resolve({"data": {"path": str(path), "standardize": False}, "training": {"data_split": split}})
+    data = VoltageFrames(config)
     data.setup()
     # validation frames (0,1) -> (2,2) -> (2,4): squared steps 4+1 and 0+4, over 2 steps x 2 neurons
     assert data.constant_baseline_losses["validation"] == pytest.approx((4 + 1 + 0 + 4) / 4)
@@ -114,13 +119,15 @@ def test_npz_and_npy_recordings_load(tmp_path):
     with pytest.raises(ValueError, match="'voltage'"):
         load_recording(str(tmp_path / "wrong.npz"))
     split = {"train_start": 0, "train_end": 30, "validation_start": 30, "validation_end": 40, "test_start": 40, "test_end": 50}
-    without_stimulus = resolve_config(
-        {"use_stimulus": True, "data": {"path": str(tmp_path / "voltage.npy")}, "training": {"data_split": split}}, DEFAULT_CONFIG
+    family = LatentEvolution()
+    without_stimulus = family.resolve(
+        {"use_stimulus": True, "data": {"path": str(tmp_path / "voltage.npy")}, "training": {"data_split": split}}
     )
     with pytest.raises(ValueError, match="no stimulus"):
         recording_for(without_stimulus)
     # A saved recording trains like the simulated one: neurons and stimulus channels come from the file.
-    model = LatentEvolution().build_model({"use_stimulus": True, "data": {"path": str(tmp_path / "sim.npz")}, "training": {"data_split": split}})
+    with_stimulus = {"use_stimulus": True, "data": {"path": str(tmp_path / "sim.npz")}, "training": {"data_split": split}}
+    model = family.build_model(family.resolve(with_stimulus))
     assert model.network.encoder[0].in_features == 6 and model.network.stimulus_encoder[0].in_features == 3
 
 

@@ -13,9 +13,9 @@ from conftest import SPACES, assert_readers_match_optuna, assert_study_whole, ki
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from studies.heartbeat import driver_alive, last_beats
+from studies.driver.heartbeat import driver_alive, last_beats
 from studies.records import ATTR_CONTINUED_AT_EPOCH, ATTR_DRIVER
-from studies.storage import StorageError, open_storage
+from studies.store.storage import StorageError, open_storage
 
 OTHER_HOST = "tune-other-host"
 

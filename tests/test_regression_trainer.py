@@ -21,7 +21,6 @@ from trainers.regression import (
     cabbi_interactions,
     hidden_layer_widths,
     load_table,
-    resolve_config,
     warmup_decay_factor,
 )
 
@@ -52,7 +51,8 @@ def test_cabbi_targets_are_heavy_tailed():
 
 
 def test_cabbi_data_module_standardises_the_targets():
-    data = RegressionData(resolve_config({"data": {"source": "cabbi", "n_features": 32, "standardize_target": True}})["data"])
+    config = MLPRegression().resolve({"data": {"source": "cabbi", "n_features": 32, "standardize_target": True}})
+    data = RegressionData(config["data"])
     data.setup()
     targets = torch.cat([data.train_set.tensors[1], data.val_set.tensors[1]])
     assert abs(targets.mean().item()) < 1e-4 and targets.std().item() == pytest.approx(1.0, abs=1e-4)
@@ -71,7 +71,7 @@ def test_abag_bins_are_as_imbalanced_as_the_log_with_very_strong_rarest():
 
 
 def test_abag_validation_holds_every_bin():
-    data = RegressionData(resolve_config({})["data"])
+    data = RegressionData(MLPRegression().resolve({})["data"])
     data.setup()
     bins = torch.bucketize(data.val_set.tensors[1], torch.tensor(data.bin_edges), right=True)
     val_counts = torch.bincount(bins, minlength=len(AFFINITY_BINS))
@@ -151,26 +151,75 @@ def test_warmup_then_decay_by_gamma_down_to_the_floor():
 
 
 def test_config_errors_name_the_key():
+    family = MLPRegression()
     with pytest.raises(ValueError, match="loss_config.lamda_dist"):
-        resolve_config({"loss_config": {"lamda_dist": 0.5}})
+        family.resolve({"loss_config": {"lamda_dist": 0.5}})
     with pytest.raises(ValueError, match="scheduler.name='onecycle'"):
-        resolve_config({"scheduler": {"name": "onecycle"}})
-    assert resolve_config({"model": {"activation": "gelu"}})["model"]["hidden_dims"] == [256, 128]
+        family.resolve({"scheduler": {"name": "onecycle"}})
+    with pytest.raises(TypeError, match="config key model must be a mapping"):
+        family.resolve({"model": "gelu"})
+    assert family.resolve({"model": {"activation": "gelu"}})["model"]["hidden_dims"] == [256, 128]
+    # fit resolves first, so a bad config fails with the same error before anything is built.
+    with pytest.raises(ValueError, match="model.activation='tanh' is unknown"):
+        fit(family, {"model": {"activation": "tanh"}}, max_epochs=1)
 
 
 def test_trainer_options_carry_clipping_and_accumulation():
-    options = MLPRegression().trainer_options({"trainer": {"gradient_clip_val": 1.0, "accumulate_grad_batches": 8}})
+    family = MLPRegression()
+    options = family.trainer_options(family.resolve({"trainer": {"gradient_clip_val": 1.0, "accumulate_grad_batches": 8}}))
     assert options == {"gradient_clip_val": 1.0, "accumulate_grad_batches": 8}
+
+
+class RecordingRegression(MLPRegression):
+    """MLPRegression that keeps every config it resolves and the config each hook is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.resolved, self.received, self.model = [], {}, None
+
+    def resolve(self, config):
+        self.resolved.append(super().resolve(config))
+        return self.resolved[-1]
+
+    def build_model(self, config):
+        self.received["build_model"] = config
+        self.model = super().build_model(config)
+        return self.model
+
+    def build_data(self, config):
+        self.received["build_data"] = config
+        return super().build_data(config)
+
+    def callbacks(self, config):
+        self.received["callbacks"] = config
+        return super().callbacks(config)
+
+    def trainer_options(self, config):
+        self.received["trainer_options"] = config
+        return super().trainer_options(config)
+
+
+def test_fit_resolves_once_and_every_hook_gets_the_resolved_config():
+    family = RecordingRegression()
+    fit(family, SMALL_CABBI, max_epochs=1)
+    assert len(family.resolved) == 1
+    resolved = family.resolved[0]
+    assert resolved["data"]["source"] == "cabbi" and resolved["optimizer"]["name"] == "adam"  # the defaults filled in
+    assert set(family.received) == {"build_model", "build_data", "callbacks", "trainer_options"}
+    assert all(config is resolved for config in family.received.values())
+    assert family.model.config is resolved
 
 
 SMALL = {"data": {"n_samples": 640, "batch_size": 64}, "model": {"hidden_dims": [16]}}
 
 
 def train(config, epochs):
-    model, data = RegressionModule(config), RegressionData(resolve_config(config)["data"])
+    family = MLPRegression()
+    resolved = family.resolve(config)
+    model, data = RegressionModule(resolved), RegressionData(resolved["data"])
     trainer = pl.Trainer(
         max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, **MLPRegression().trainer_options(config),
+        enable_model_summary=False, num_sanity_val_steps=0, **family.trainer_options(resolved),
     )
     trainer.fit(model, datamodule=data)
     return trainer, model, data

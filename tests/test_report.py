@@ -10,15 +10,10 @@ from conftest import tune_cli
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from studies.catalog import load_study, objectives_of, select_trial
-from studies.report import (
-    AshaSettings,
-    asha_settings,
-    build_sections,
-    compute_summary,
-    pareto_front,
-    write_report,
-)
+from studies.report import build_sections, write_report
+from studies.report.figures import pareto_front
+from studies.space import AshaSettings
+from studies.store.catalog import asha_settings, compute_summary, load_study, objectives_of, select_trial
 
 FIGURES = ["history", "pareto", "learning-curves", "parallel-coordinates", "importances", "compute"]
 SECTIONS = ["summary", "top-trials", "failed-trials", *FIGURES]

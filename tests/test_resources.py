@@ -11,10 +11,10 @@ from conftest import SPACES, tune_cli
 from declared_ray import run_tune
 from optuna.trial import TrialState
 
+from studies.driver.run import RunOptions, run_study
 from studies.records import ATTR_DEVICE, ATTR_GPU_IDS, ATTR_REASON, ATTR_WORLD_SIZE
-from studies.run import RunOptions, run_study
 from studies.space import Resources, load_module, load_space
-from studies.storage import open_storage
+from studies.store.storage import open_storage
 
 logged = load_module(SPACES / "logged.py")  # the training processes' event log
 

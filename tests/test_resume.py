@@ -22,7 +22,7 @@ from studies.records import (
     ATTR_TRAINING_CONFIG,
     METRIC_PREFIX,
 )
-from studies.storage import open_storage
+from studies.store.storage import open_storage
 
 
 def snapshot(url, study_name="slow"):

@@ -19,7 +19,6 @@ from trainers.segmentation import (
     WeightNoiseInjection,
     kfold_split,
     paired_tiff_files,
-    resolve_config,
     synthetic_papyrus,
 )
 
@@ -34,7 +33,7 @@ TINY = {
 
 
 def tiny(**overrides):
-    config = resolve_config(TINY, DEFAULT_CONFIG)
+    config = SurfaceSegmentation().resolve(TINY)
     for key, value in overrides.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) else value
     return config
@@ -98,7 +97,7 @@ def test_tiff_folds_are_disjoint_and_cover_every_volume(tiff_folders):
     for fold in range(5):
         config = {"data": {"source": "tiff", "volume_dir": str(tiff_folders[0]), "label_dir": str(tiff_folders[1]),
                            "fold": fold, "num_folds": 5, "patches_per_volume": 2}, "patch_size": [8, 8, 8]}
-        data = SurfaceData(config)
+        data = SurfaceData(SurfaceSegmentation().resolve(config))
         data.setup("fit")
         train = {volume.name for volume, _ in data.train_set.pairs}
         validation = {volume.name for volume, _ in data.val_set.pairs}
@@ -159,9 +158,10 @@ def test_unet_rejects_sides_its_depth_cannot_halve():
 
 
 def test_config_rejects_unknown_keys():
+    family = SurfaceSegmentation()
     with pytest.raises(ValueError, match="loss_weights.dice"):
-        resolve_config({"loss_weights": {"dice": 0.3}}, DEFAULT_CONFIG)
-    assert resolve_config({"model": {"depth": 2}}, DEFAULT_CONFIG)["model"]["base_channels"] == DEFAULT_CONFIG["model"]["base_channels"]
+        family.resolve({"loss_weights": {"dice": 0.3}})
+    assert family.resolve({"model": {"depth": 2}})["model"]["base_channels"] == DEFAULT_CONFIG["model"]["base_channels"]
 
 
 def test_weight_noise_schedule_starts_repeats_and_decays():
@@ -173,12 +173,12 @@ def test_callbacks_and_trainer_options_follow_the_config():
     family = SurfaceSegmentation()
 
     def kinds(config):
-        return sorted(type(c).__name__ for c in family.callbacks(config))
+        return sorted(type(c).__name__ for c in family.callbacks(family.resolve(config)))
 
     assert kinds({"noise_enabled": True}) == ["StochasticWeightAveraging", "WeightNoiseInjection"]
     assert kinds({"swa_start_epoch": None}) == []
-    assert family.trainer_options({"gradient_clip": 0.5}) == {"gradient_clip_val": 0.5}
-    assert family.trainer_options({"gradient_clip": 0}) == {}
+    assert family.trainer_options(family.resolve({"gradient_clip": 0.5})) == {"gradient_clip_val": 0.5}
+    assert family.trainer_options(family.resolve({"gradient_clip": 0})) == {}
 
 
 # ------------------------------------------------------------------------------------------- training

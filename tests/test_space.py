@@ -5,7 +5,7 @@ import pytest
 from conftest import SPACES
 
 from studies.space import Categorical, Float, SpaceError, flatten, load_space, nest
-from studies.storage import StorageError, open_storage
+from studies.store.storage import StorageError, open_storage
 
 
 def test_nest_and_flatten_are_inverse_and_keep_order():

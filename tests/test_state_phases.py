@@ -13,9 +13,9 @@ from conftest import SPACES
 from optuna.trial import TrialState
 
 from studies.cli import main
-from studies.phases import WarmStart, declared_phases, phase_queue, run_phases
+from studies.driver.phases import WarmStart, declared_phases, phase_queue, run_phases
+from studies.driver.run import RunOptions
 from studies.records import ATTR_BASELINE, ATTR_TRAINING_CONFIG
-from studies.run import RunOptions
 from studies.space import SpaceError, load_space
 
 SPACE = SPACES / "state_phases.py"

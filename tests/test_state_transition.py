@@ -16,7 +16,6 @@ from objectives.distributional import energy_distance, set_loss, sinkhorn_diverg
 from studies.space import load_space
 from trainers.base import fit
 from trainers.state_transition import (
-    DEFAULT_CONFIG,
     CellSetData,
     PerturbationTransformer,
     StateTransition,
@@ -26,14 +25,13 @@ from trainers.state_transition import (
     parameter_groups,
     pretrain_on_source,
     read_h5ad_cell_sets,
-    resolve_config,
     source_config,
     synthetic_cell_sets,
     warmup_cosine,
 )
 
 SPACE_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "state_tahoe.py"
-MODEL = resolve_config({}, DEFAULT_CONFIG)["model"]
+MODEL = StateTransition().resolve({})["model"]
 BLOCKS = MODEL["transformer_backbone_kwargs"]["num_hidden_layers"]
 
 
@@ -41,7 +39,7 @@ BLOCKS = MODEL["transformer_backbone_kwargs"]["num_hidden_layers"]
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A (briefly) source-pretrained Lightning checkpoint of the default architecture."""
-    return pretrain_on_source({}, tmp_path_factory.mktemp("source") / "source.ckpt", max_epochs=1)
+    return pretrain_on_source(StateTransition().resolve({}), tmp_path_factory.mktemp("source") / "source.ckpt", max_epochs=1)
 
 
 def network(genes: int = 64) -> PerturbationTransformer:
@@ -82,9 +80,10 @@ def test_set_loss_names():
 
 @pytest.mark.parametrize("loss", ["energy", "sinkhorn", "mse"])
 def test_every_loss_trains_both_heads(loss):
-    config = {"model": {"loss": loss, "decoder_weight": 0.5}}
-    model = StateTransition().build_model(config)
-    data = StateTransition().build_data(config)
+    family = StateTransition()
+    config = family.resolve({"model": {"loss": loss, "decoder_weight": 0.5}})
+    model = family.build_model(config)
+    data = family.build_data(config)
     data.setup()
     basal, perturbation, perturbed, expression = next(iter(data.train_dataloader()))
     predicted, predicted_expression = model.network(basal, perturbation)
@@ -172,7 +171,7 @@ def test_synthetic_domains_share_a_cell_line_and_validation_holds_out_perturbati
     # Both domains share cell type 0 (a cancer line): its control cells look alike in both.
     torch.testing.assert_close(source.basal[0].mean(0), target.basal[0].mean(0), atol=0.6, rtol=0)
     # Validation holds out whole perturbations.
-    data = CellSetData({"data": {"num_perturbations": 8}})
+    data = CellSetData(StateTransition().resolve({"data": {"num_perturbations": 8}}))
     data.setup()
     train_features = data.datasets["train"].tensors[1]
     for features in data.datasets["validation"].tensors[1]:
@@ -205,15 +204,18 @@ def test_h5ad_cells_become_sets_of_the_same_cell_type(tmp_path):
 
 
 def test_one_source_checkpoint_serves_every_fine_tuning_trial():
+    resolve = StateTransition().resolve
     trial = {"model": {"loss": "sinkhorn", "blur": 0.2, "freeze_pert_backbone": True}, "optimizer": {"lr": 1e-5}}
-    assert source_config(trial) == source_config({})
-    assert source_config({})["data"]["source"] == "synthetic_small_molecule"
-    assert source_config({"model": {"hidden_dim": 16}}) != source_config({})  # another architecture, another pretraining
+    assert source_config(resolve(trial)) == source_config(resolve({}))
+    assert source_config(resolve({}))["data"]["source"] == "synthetic_small_molecule"
+    # Another architecture, another pretraining.
+    assert source_config(resolve({"model": {"hidden_dim": 16}})) != source_config(resolve({}))
 
 
 def test_fine_tuning_starts_from_the_pretrained_weights(pretrained, tmp_path):
     saved = torch.load(pretrained, weights_only=True)["state_dict"]
-    model = StateTransition().build_model({"model": {"checkpoint": str(pretrained), "freeze_pert_backbone": True}})
+    family = StateTransition()
+    model = family.build_model(family.resolve({"model": {"checkpoint": str(pretrained), "freeze_pert_backbone": True}}))
     for name, tensor in model.network.state_dict().items():
         assert torch.equal(tensor, saved[f"network.{name}"]), name
     # A plain state_dict loads too; a head sized for other genes keeps its fresh weights, the backbone loads.

@@ -7,16 +7,16 @@ import pytest
 from conftest import SPACES
 from optuna.trial import TrialState
 
+from studies.driver.repeat import repeat_queue, spread_table
+from studies.driver.run import RunOptions, StudyError, run_study
 from studies.records import (
     ATTR_BASELINE,
     ATTR_REASON,
     ATTR_TRACEBACK,
     ATTR_TRAINING_CONFIG,
 )
-from studies.repeat import repeat_queue, spread_table
-from studies.run import RunOptions, StudyError, run_study
 from studies.space import load_space
-from studies.storage import open_storage
+from studies.store.storage import open_storage
 
 
 @pytest.fixture(scope="module")

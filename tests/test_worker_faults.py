@@ -13,11 +13,11 @@ from conftest import SPACES
 from declared_ray import start_tune
 from optuna.trial import TrialState
 
+from studies.driver.run import RunOptions, run_study
+from studies.driver.trainable import failure_reason
 from studies.records import ATTR_BASELINE, ATTR_CHECKPOINT_EPOCH, ATTR_REASON, ATTR_WORLD_SIZE
-from studies.run import RunOptions, run_study
 from studies.space import load_module, load_space
-from studies.storage import open_storage
-from studies.trainable import failure_reason
+from studies.store.storage import open_storage
 
 logged = load_module(SPACES / "logged.py")  # the training processes' event log
 KILLED_HIDDEN = 4  # killable.py's first baseline (small_slow), the trial whose worker is killed

@@ -36,27 +36,62 @@ CHECKPOINT_FILE = "last.ckpt"
 
 
 class TrainerFamily(abc.ABC):
-    """One model family: a model and its data from one config, like a scikit-learn estimator."""
+    """One model family: a model and its data from one config, like a scikit-learn estimator.
+
+    :func:`fit` calls :meth:`resolve` once on the config it is given, then hands that resolved dict
+    to every hook: :meth:`build_model`, :meth:`build_data`, :meth:`callbacks` and
+    :meth:`trainer_options`. Hooks, and the Lightning modules they build, read the resolved dict as
+    it is; they never resolve again.
+
+    A subclass must define:
+
+    - :attr:`DEFAULTS`: every config key with its default, nested like the config. A config names
+      only what it changes; :meth:`resolve` rejects keys that are not here. Left ``None`` (the tiny
+      families of tests and benchmarks), configs are taken as given, unchecked.
+    - :meth:`build_model` and :meth:`build_data`.
+
+    and may override:
+
+    - :meth:`check`: family-specific checks of a resolved config (choices outside a known set).
+    - :meth:`callbacks` and :meth:`trainer_options`, which add nothing by default.
+    """
+
+    DEFAULTS: Mapping[str, Any] | None = None
+
+    def resolve(self, config: Mapping[str, Any]) -> dict:
+        """``config`` laid over :attr:`DEFAULTS` (see :func:`resolve_config`), then :meth:`check`-ed.
+
+        Unknown keys raise ``ValueError``, a value in place of a section ``TypeError``.
+        """
+        if self.DEFAULTS is None:
+            return dict(config)
+        resolved = resolve_config(config, self.DEFAULTS)
+        self.check(resolved)
+        return resolved
+
+    def check(self, config: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` if the resolved ``config`` holds a value this family cannot train with."""
 
     @abc.abstractmethod
     def build_model(self, config: Mapping[str, Any]) -> pl.LightningModule:
-        """The LightningModule for this config; it logs ``val_loss`` and its metrics each validation epoch."""
+        """The LightningModule for this resolved config; it logs ``val_loss`` and its metrics each validation epoch."""
 
     @abc.abstractmethod
     def build_data(self, config: Mapping[str, Any]) -> pl.LightningDataModule:
-        """The LightningDataModule for this config (synthetic by default, real data when the config names it)."""
+        """The LightningDataModule for this resolved config (synthetic by default, real data when the config names it)."""
 
     def callbacks(self, config: Mapping[str, Any]) -> list[pl.Callback]:
-        """Extra Lightning callbacks the config asks for (SWA, weight noise, ...)."""
+        """Extra Lightning callbacks the resolved config asks for (SWA, weight noise, ...)."""
         return []
 
     def trainer_options(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Extra ``pl.Trainer`` arguments from the config (gradient clipping, accumulation, ...)."""
+        """Extra ``pl.Trainer`` arguments from the resolved config (gradient clipping, accumulation, ...)."""
         return {}
 
 
 def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], where: str = "") -> dict:
-    """``config`` laid over ``defaults``, nested dicts merged key by key; unknown keys raise ``ValueError``."""
+    """``config`` laid over ``defaults``, nested dicts merged key by key; unknown keys raise ``ValueError``,
+    a value in place of a section ``TypeError``."""
     resolved = copy.deepcopy(dict(defaults))
     for key, value in config.items():
         if key not in defaults:
@@ -166,6 +201,9 @@ def fit(
 ) -> dict[str, float]:
     """Train one config for ``max_epochs`` and return the last validation epoch's metrics.
 
+    ``config`` is resolved once, by ``family.resolve``: a key the family does not know raises
+    ``ValueError`` (a value in place of a section ``TypeError``) before anything is built.
+
     ``resume_from`` is a checkpoint folder given earlier to ``report``: training continues after
     its epoch. A non-finite ``stop_on_non_finite`` metric ends training at once (Lightning's
     EarlyStopping with ``check_finite``), so a diverging config costs one epoch, not the budget.
@@ -173,11 +211,12 @@ def fit(
     environment make this one process a rank of a distributed run, and ``report`` is called on every rank.
     ``checkpoint_every_s`` paces the checkpoints handed to ``report`` (see :class:`ReportEachEpoch`).
     """
+    resolved = family.resolve(config)
     quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
-    model = family.build_model(config)
-    data = family.build_data(config)
-    callbacks = list(family.callbacks(config))
+    model = family.build_model(resolved)
+    data = family.build_data(resolved)
+    callbacks = list(family.callbacks(resolved))
     if stop_on_non_finite:
         callbacks.append(
             pl.callbacks.EarlyStopping(
@@ -199,7 +238,7 @@ def fit(
             enable_progress_bar=progress_bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            **family.trainer_options(config),
+            **family.trainer_options(resolved),
         )
         ckpt_path = os.path.join(resume_from, CHECKPOINT_FILE) if resume_from else None
         trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)

@@ -67,7 +67,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from objectives.dynamics import constant_model_loss, improvement_over_constant
-from trainers.base import TrainerFamily, resolve_config
+from trainers.base import TrainerFamily
 
 LOG = "seeds/003_47ed67130df93812.txt"
 
@@ -288,11 +288,14 @@ EVALUATION_METRICS = {  # split: (its loss, its constant model's loss, the impro
 
 
 class VoltageFrames(pl.LightningDataModule):
-    """Consecutive frame pairs (x(t), stimulus(t), x(t+1)) of each split; evaluation splits come whole."""
+    """Consecutive frame pairs (x(t), stimulus(t), x(t+1)) of each split; evaluation splits come whole.
+
+    ``config`` is resolved (:meth:`LatentEvolution.resolve`).
+    """
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        self.config = resolve_config(config, DEFAULT_CONFIG)
+        self.config = config
         self.datasets: dict[str, TensorDataset] = {}
         self.constant_baseline_losses: dict[str, float] = {}
 
@@ -381,13 +384,14 @@ def l1_penalty(module: nn.Module, weight: float) -> torch.Tensor:
 
 
 class LatentEvolutionModel(pl.LightningModule):
-    """Trains :class:`LatentEvolutionNetwork` one step ahead and logs the module docstring's metrics."""
+    """Trains :class:`LatentEvolutionNetwork` one step ahead and logs the module docstring's metrics.
+
+    ``config`` is resolved (:meth:`LatentEvolution.resolve`).
+    """
 
     def __init__(self, config: Mapping[str, Any], neurons: int, stimulus_channels: int):
         super().__init__()
-        self.config = resolve_config(config, DEFAULT_CONFIG)
-        if self.config["training"]["train_step"] not in TRAIN_STEPS:
-            raise ValueError(f"training.train_step must be one of {', '.join(TRAIN_STEPS)}")
+        self.config = config
         torch.manual_seed(self.config["training"]["seed"])  # the initial weights are the config's seed's, as in the log
         self.network = LatentEvolutionNetwork(self.config, neurons, stimulus_channels)
         self.step_losses = step_losses
@@ -444,11 +448,17 @@ class LatentEvolutionModel(pl.LightningModule):
 class LatentEvolution(TrainerFamily):
     """The flyvis latent evolution model on simulated or recorded voltages."""
 
+    DEFAULTS = DEFAULT_CONFIG
+
+    def check(self, config: Mapping[str, Any]) -> None:
+        """A training step the log does not have raises ``ValueError``."""
+        if config["training"]["train_step"] not in TRAIN_STEPS:
+            raise ValueError(f"training.train_step must be one of {', '.join(TRAIN_STEPS)}")
+
     def build_model(self, config: Mapping[str, Any]) -> LatentEvolutionModel:
-        resolved = resolve_config(config, DEFAULT_CONFIG)
-        recording = recording_for(resolved)
-        stimulus_channels = recording.stimulus.shape[1] if resolved["use_stimulus"] else 0
-        return LatentEvolutionModel(resolved, recording.voltage.shape[1], stimulus_channels)
+        recording = recording_for(config)
+        stimulus_channels = recording.stimulus.shape[1] if config["use_stimulus"] else 0
+        return LatentEvolutionModel(config, recording.voltage.shape[1], stimulus_channels)
 
     def build_data(self, config: Mapping[str, Any]) -> VoltageFrames:
         return VoltageFrames(config)

@@ -43,7 +43,6 @@ from objectives.regression import (
     regression_metrics,
 )
 from trainers.base import TrainerFamily
-from trainers.base import resolve_config as merge_config
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "data": {
@@ -117,20 +116,6 @@ SOURCES = ("cabbi", "abag", "table")
 ABAG_V1_BIN_WEIGHTS = (81.2, 3.3, 3.9, 3.7, 2439.4)
 # The rarest bins still get this many validation samples, so rmse_very_strong is always defined.
 MIN_VALIDATION_PER_BIN = 8
-
-
-def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """:data:`DEFAULT_CONFIG` with ``config``'s values in place; unknown keys and choices raise ``ValueError``."""
-    resolved = merge_config(config, DEFAULT_CONFIG)
-    for key, value, choices in (
-        ("data.source", resolved["data"]["source"], SOURCES),
-        ("model.activation", resolved["model"]["activation"], ACTIVATIONS),
-        ("optimizer.name", resolved["optimizer"]["name"], OPTIMIZERS),
-        ("scheduler.name", resolved["scheduler"]["name"], SCHEDULERS),
-    ):
-        if value not in choices:
-            raise ValueError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}")
-    return resolved
 
 
 def hidden_layer_widths(hidden_dims: Sequence[int] | str) -> list[int]:
@@ -247,7 +232,7 @@ def stratified_split(bins: torch.Tensor, val_fraction: float, seed: int) -> tupl
 
 
 class RegressionData(pl.LightningDataModule):
-    """Training and validation tensors from one ``data`` config section.
+    """Training and validation tensors from the ``data`` section of a resolved config.
 
     Targets are standardised over the whole set when ``standardize_target`` is on (the split is
     stratified by bin, so the bins must be known first); features are standardised with the
@@ -351,14 +336,14 @@ def warmup_decay_factor(epoch: int, warmup_steps: int, gamma: float, floor: floa
 class RegressionModule(pl.LightningModule):
     """The MLP and its loss; the network is built in :meth:`setup`, once the data's width is known.
 
-    Every validation epoch logs ``val_loss`` (the training loss on validation), ``val_mse`` and
-    every :func:`objectives.regression.regression_metrics` metric under its plain name, computed
-    over the whole validation set. Training logs ``train_loss``.
+    ``config`` is resolved (:meth:`MLPRegression.resolve`). Every validation epoch logs ``val_loss``
+    (the training loss on validation), ``val_mse`` and every :func:`objectives.regression.regression_metrics`
+    metric under its plain name, computed over the whole validation set. Training logs ``train_loss``.
     """
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        self.config = resolve_config(config)
+        self.config = config
         self.network: MLPRegressor | None = None
         self.loss: RegressionLoss | None = None
         self._val_predictions: list[torch.Tensor] = []
@@ -441,14 +426,27 @@ class RegressionModule(pl.LightningModule):
 class MLPRegression(TrainerFamily):
     """CABBI's and AbAg's MLP regression, one family: the config picks data, losses and schedule."""
 
+    DEFAULTS = DEFAULT_CONFIG
+
+    def check(self, config: Mapping[str, Any]) -> None:
+        """A data source, activation, optimizer or scheduler the family does not have raises ``ValueError``."""
+        for key, value, choices in (
+            ("data.source", config["data"]["source"], SOURCES),
+            ("model.activation", config["model"]["activation"], ACTIVATIONS),
+            ("optimizer.name", config["optimizer"]["name"], OPTIMIZERS),
+            ("scheduler.name", config["scheduler"]["name"], SCHEDULERS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}")
+
     def build_model(self, config: Mapping[str, Any]) -> RegressionModule:
         return RegressionModule(config)
 
     def build_data(self, config: Mapping[str, Any]) -> RegressionData:
-        return RegressionData(resolve_config(config)["data"])
+        return RegressionData(config["data"])
 
     def trainer_options(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        options = resolve_config(config)["trainer"]
+        options = config["trainer"]
         return {
             "gradient_clip_val": float(options["gradient_clip_val"]),
             "accumulate_grad_batches": int(options["accumulate_grad_batches"]),

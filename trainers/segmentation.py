@@ -44,7 +44,7 @@ from objectives.segmentation import (
     SurfaceLoss,
     reference_loss,
 )
-from trainers.base import TrainerFamily, resolve_config
+from trainers.base import TrainerFamily
 
 # "LOG" in the comments below: seeds/004_b3e37686342072be.txt, the researcher's log, by section.
 
@@ -300,11 +300,14 @@ def _volume_statistics(path: str) -> tuple[float, float]:
 
 
 class SurfaceData(pl.LightningDataModule):
-    """Synthetic papyrus volumes (``data.source: synthetic``) or TIFF volumes (``tiff``), split into k folds."""
+    """Synthetic papyrus volumes (``data.source: synthetic``) or TIFF volumes (``tiff``), split into k folds.
+
+    ``config`` is resolved (:meth:`SurfaceSegmentation.resolve`).
+    """
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        self.config = resolve_config(config, DEFAULT_CONFIG)
+        self.config = config
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -345,11 +348,14 @@ class SurfaceData(pl.LightningDataModule):
 
 
 class SurfaceSegmentationModel(pl.LightningModule):
-    """The U-Net trained on the log's weighted loss; validation metrics over all voxels at ``threshold``."""
+    """The U-Net trained on the log's weighted loss; validation metrics over all voxels at ``threshold``.
+
+    ``config`` is resolved (:meth:`SurfaceSegmentation.resolve`).
+    """
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        self.config = resolve_config(config, DEFAULT_CONFIG)
+        self.config = config
         self.save_hyperparameters({"config": self.config})
         model = self.config["model"]
         self.net = UNet3D(base_channels=model["base_channels"], depth=model["depth"])
@@ -441,6 +447,8 @@ class WeightNoiseInjection(pl.Callback):
 class SurfaceSegmentation(TrainerFamily):
     """The Vesuvius surface-detection family: :class:`SurfaceSegmentationModel` on :class:`SurfaceData`."""
 
+    DEFAULTS = DEFAULT_CONFIG
+
     def build_model(self, config: Mapping[str, Any]) -> SurfaceSegmentationModel:
         return SurfaceSegmentationModel(config)
 
@@ -448,7 +456,6 @@ class SurfaceSegmentation(TrainerFamily):
         return SurfaceData(config)
 
     def callbacks(self, config: Mapping[str, Any]) -> list[pl.Callback]:
-        config = resolve_config(config, DEFAULT_CONFIG)
         callbacks: list[pl.Callback] = []
         if config["swa_start_epoch"] is not None:
             # The log gives no SWA learning rate; SWA holds the configured one. Lightning counts
@@ -470,5 +477,5 @@ class SurfaceSegmentation(TrainerFamily):
         return callbacks
 
     def trainer_options(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        gradient_clip = resolve_config(config, DEFAULT_CONFIG)["gradient_clip"]
+        gradient_clip = config["gradient_clip"]
         return {"gradient_clip_val": float(gradient_clip)} if gradient_clip else {}

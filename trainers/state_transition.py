@@ -350,11 +350,14 @@ def validation_perturbations(num_perturbations: int, fraction: float, seed: int)
 
 
 class CellSetData(pl.LightningDataModule):
-    """Training and validation cell sets; validation perturbations are never seen in training."""
+    """Training and validation cell sets; validation perturbations are never seen in training.
+
+    ``config`` is resolved (:meth:`StateTransition.resolve`).
+    """
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        self.config = resolve_config(config, DEFAULT_CONFIG)
+        self.config = config
         self.datasets: dict[str, TensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -508,11 +511,14 @@ def warmup_cosine(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio
 
 
 class StateTransitionModel(pl.LightningModule):
-    """Trains :class:`PerturbationTransformer`; logs the losses the module docstring names."""
+    """Trains :class:`PerturbationTransformer`; logs the losses the module docstring names.
+
+    ``config`` is resolved (:meth:`StateTransition.resolve`).
+    """
 
     def __init__(self, config: Mapping[str, Any], embedding_dims: int, perturbation_dims: int, genes: int):
         super().__init__()
-        self.config = resolve_config(config, DEFAULT_CONFIG)
+        self.config = config
         model = self.config["model"]
         self.network = PerturbationTransformer(model, embedding_dims, perturbation_dims, genes)
         checkpoint = model["checkpoint"]
@@ -562,35 +568,36 @@ class StateTransitionModel(pl.LightningModule):
 class StateTransition(TrainerFamily):
     """STATE-style set-to-set perturbation model, pretrained or fine-tuned."""
 
+    DEFAULTS = DEFAULT_CONFIG
+
     def build_model(self, config: Mapping[str, Any]) -> StateTransitionModel:
-        resolved = resolve_config(config, DEFAULT_CONFIG)
-        sets = cell_sets_for(resolved)
+        sets = cell_sets_for(config)
         return StateTransitionModel(
-            resolved, sets.basal.shape[-1], sets.perturbation.shape[-1], sets.perturbed_expression.shape[-1]
+            config, sets.basal.shape[-1], sets.perturbation.shape[-1], sets.perturbed_expression.shape[-1]
         )
 
     def build_data(self, config: Mapping[str, Any]) -> CellSetData:
         return CellSetData(config)
 
     def trainer_options(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        return {"gradient_clip_val": resolve_config(config, DEFAULT_CONFIG)["training"]["gradient_clip_val"] or None}
+        return {"gradient_clip_val": config["training"]["gradient_clip_val"] or None}
 
 
 # ---------------------------------------------------------------------------------------------- pretraining
 
 
 def source_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The pretraining config for ``config``: its architecture and biology, :data:`SOURCE_PRETRAINING` for the rest."""
-    resolved = resolve_config(config, DEFAULT_CONFIG)
+    """The resolved pretraining config for resolved ``config``: its architecture and biology, the rest
+    :data:`SOURCE_PRETRAINING`'s."""
     inherited = {
-        "model": {key: resolved["model"][key] for key in ARCHITECTURE_KEYS},
-        "data": {key: resolved["data"][key] for key in BIOLOGY_KEYS},
+        "model": {key: config["model"][key] for key in ARCHITECTURE_KEYS},
+        "data": {key: config["data"][key] for key in BIOLOGY_KEYS},
     }
-    return resolve_config(SOURCE_PRETRAINING, resolve_config(inherited, DEFAULT_CONFIG))
+    return resolve_config(SOURCE_PRETRAINING, StateTransition().resolve(inherited))
 
 
 def pretrain_on_source(config: Mapping[str, Any], path: str | Path, max_epochs: int = SOURCE_PRETRAINING_EPOCHS) -> Path:
-    """Pretrain ``config``'s architecture on the synthetic small-molecule domain; save its Lightning checkpoint at ``path``.
+    """Pretrain resolved ``config``'s architecture on the synthetic small-molecule domain; save its checkpoint at ``path``.
 
     The stand-in for ST-Tahoe's pretraining, for fine-tuning studies (Phases A-E) to start from.
     """
@@ -610,7 +617,7 @@ def pretrain_on_source(config: Mapping[str, Any], path: str | Path, max_epochs: 
 
 
 def source_checkpoint(config: Mapping[str, Any]) -> Path:
-    """The source-pretrained checkpoint for ``config``'s architecture, pretrained on first use.
+    """The source-pretrained checkpoint for resolved ``config``'s architecture, pretrained on first use.
 
     Kept in the temp folder by a hash of the source config, so that the trials of a study (one
     process each) pretrain once; the caller's random state is left as it was.

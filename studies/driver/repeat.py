@@ -12,9 +12,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from studies.catalog import SelectionError, metric_value, objectives_of
+from studies.driver.run import Queue
 from studies.records import ATTR_REPEAT_OF
-from studies.run import Queue
+from studies.store.catalog import SelectionError, metric_value, objectives_of
 
 
 def repeat_queue(study: optuna.Study, top: int, seeds: int) -> Queue:

@@ -19,8 +19,8 @@ holds its trials and continues the first one that does not.
 
 Example::
 
-    from studies.phases import run_phases
-    from studies.run import RunOptions
+    from studies.driver.phases import run_phases
+    from studies.driver.run import RunOptions
     from studies.space import load_space
 
     run_phases(load_space("search_spaces/state_tahoe.py"), RunOptions(trials=12), phases=["A", "B"])
@@ -37,10 +37,10 @@ from typing import Any, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.driver.run import Queue, RunOptions, StudyError, baseline_queue, count_states, ray_storage_location, run_study
 from studies.records import ATTR_BASELINE, ATTR_CHECKPOINT, STUDY_PHASE, STUDY_TRIALS_REQUESTED
-from studies.run import Queue, RunOptions, StudyError, baseline_queue, count_states, ray_storage_location, run_study
-from studies.space import Space, SpaceError, flatten
-from studies.storage import open_storage, study_names
+from studies.space import Space, SpaceError
+from studies.store.storage import open_storage, study_names
 from trainers.base import CHECKPOINT_FILE
 
 WARM_START_FOLDER = "phases"  # under Ray's storage path: the checkpoints a next phase starts from
@@ -56,29 +56,12 @@ class WarmStart:
 
 
 def declared_phases(space: Space) -> dict[str, dict[str, Any]]:
-    """The space's ``PHASES``, validated: each phase's settings are knobs of the space, within range."""
-    phases = getattr(space.module, "PHASES", None)
-    where = space.path.name
-    if not isinstance(phases, Mapping) or not phases:
+    """The space's ``PHASES`` (validated when the space loaded); a space without them cannot run in phases."""
+    if not space.phases:
         raise SpaceError(
-            f"{where} declares no PHASES; `tune phases` needs PHASES = {{name: {{knob: value}}}} in the order they run"
+            f"{space.path.name} declares no PHASES; `tune phases` needs PHASES = {{name: {{knob: value}}}} in the order they run"
         )
-    warm_start = getattr(space.module, "WARM_START", None)
-    if warm_start not in space.fixed:
-        raise SpaceError(
-            f"{where}: WARM_START must name a fixed value of CONFIG: the path of the starting weights (got {warm_start!r})"
-        )
-    declared = {}
-    for name, settings in phases.items():
-        settings = flatten(settings)
-        for knob, value in settings.items():
-            if knob not in space.knobs:
-                raise SpaceError(f"{where}: phase {name!r} sets {knob}, which is not a knob in CONFIG")
-            distribution = space.knobs[knob].distribution()
-            if not distribution._contains(distribution.to_internal_repr(value)):
-                raise SpaceError(f"{where}: phase {name!r} sets {knob}={value!r}, outside the knob's range")
-        declared[str(name)] = settings
-    return declared
+    return space.phases
 
 
 def phase_study_name(prefix: str, phase: str) -> str:
@@ -164,7 +147,7 @@ def run_phases(space: Space, options: RunOptions, phases: Sequence[str] | None =
             "tune phases needs --ray-storage to be a folder every node reaches: trainers load a phase's weights by path"
         )
     kept_folder = Path(ray_storage) / WARM_START_FOLDER
-    warm_start_path = space.module.WARM_START
+    warm_start_path = space.warm_start
     studies = []
     for phase in chosen:
         previous = before[phase]

@@ -12,8 +12,18 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from studies.errors import UserInputError
-from studies.records import ATTR_BASELINE, ATTR_EPOCHS, ATTR_REASON, ATTR_TRAIN_SECONDS, METRIC_PREFIX, STUDY_OBJECTIVES
-from studies.storage import open_storage, study_names
+from studies.records import (
+    ATTR_BASELINE,
+    ATTR_EPOCHS,
+    ATTR_REASON,
+    ATTR_TRAIN_SECONDS,
+    METRIC_PREFIX,
+    STUDY_ASHA,
+    STUDY_HEADLINES,
+    STUDY_OBJECTIVES,
+)
+from studies.space import AshaSettings
+from studies.store.storage import open_storage, study_names
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # in the order tables rank them
 
@@ -179,3 +189,52 @@ def select_trial(
         raise SelectionError(f"no COMPLETE trial of {study.study_name} satisfies {', '.join(f'{b.metric} in [{b.low}, {b.high}]' for b in bounds)}")
     pick = max if maximize else min
     return pick(candidates, key=lambda t: metric_value(t, by))
+
+
+@dataclass(frozen=True)
+class ComputeSummary:
+    """Training time and epochs the study spent, and what ASHA saved by stopping trials early."""
+
+    train_seconds: float
+    epochs: int
+    trials: int
+    pruned_trials: int
+    saved_seconds: float | None  # None when the study does not say how long an unpruned trial trains
+    saved_epochs: int | None
+
+
+def asha_settings(study: optuna.Study) -> AshaSettings | None:
+    stored = study.user_attrs.get(STUDY_ASHA)
+    return AshaSettings(**stored) if stored else None
+
+
+def full_epochs(study: optuna.Study, asha: AshaSettings | None) -> int | None:
+    """Epochs of an unpruned trial: ASHA's max_epochs, else the most any COMPLETE trial trained."""
+    if asha:
+        return asha.max_epochs
+    trained = [t.user_attrs.get(ATTR_EPOCHS) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return max((e for e in trained if isinstance(e, int)), default=None)
+
+
+def compute_summary(study: optuna.Study, asha: AshaSettings | None) -> ComputeSummary:
+    """Spent: train seconds and epochs of every trial. Saved: each PRUNED trial's untrained epochs at its own pace."""
+    trials = study.get_trials(deepcopy=False)
+    seconds = sum(float(t.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0)) for t in trials)
+    epochs = sum(int(t.user_attrs.get(ATTR_EPOCHS, 0)) for t in trials)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    full = full_epochs(study, asha)
+    saved_seconds = saved_epochs = None
+    if full is not None:
+        saved_seconds, saved_epochs = 0.0, 0
+        for trial in pruned:
+            trained = int(trial.user_attrs.get(ATTR_EPOCHS, 0))
+            untrained = max(0, full - trained)
+            saved_epochs += untrained
+            if trained:
+                saved_seconds += untrained * float(trial.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0)) / trained
+    return ComputeSummary(seconds, epochs, len(trials), len(pruned), saved_seconds, saved_epochs)
+
+
+def headlines_of(study: optuna.Study) -> list[str]:
+    """The metrics besides the objectives that the study's space named as what its log judged by."""
+    return list(study.user_attrs.get(STUDY_HEADLINES, []))

@@ -1,8 +1,16 @@
-"""Running a study: the Optuna study in its storage, Ray Tune with ASHA, and the bridge between them."""
+"""Running a study in three steps, as Syne Tune splits a tuner loop into scheduler, backend and loop:
+
+1. :func:`plan_study`, the Optuna side: every option checked before anything is written, then the study
+   opened or created in its storage, the documented configs queued once, the trial target stored.
+2. :func:`build_tuner`, the Ray side: the bridge as Ray Tune's searcher, ASHA as its scheduler, the
+   trainable with the resources of one trial, as many trials at once as the cluster holds.
+3. :func:`run_study` joins them under this driver's heartbeat, continuing lost drivers' trials first.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -16,27 +24,26 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from studies.bridge import Counts, LiveView, OptunaBridge, RecordRayEvents, driver_id
+from studies.driver.bridge import Counts, LiveView, OptunaBridge, RecordRayEvents
+from studies.driver.heartbeat import Heartbeat, claim_orphans, orphaned_trials
 from studies.errors import UserInputError
-from studies.heartbeat import Heartbeat, last_beats, trial_lost
 from studies.records import (
     ATTR_BASELINE,
-    ATTR_DRIVER,
     ATTR_REPEAT_OF,
     STUDY_ASHA,
     STUDY_BASELINES_QUEUED,
     STUDY_CREATED_BY,
     STUDY_FINGERPRINT,
+    STUDY_HEADLINES,
     STUDY_OBJECTIVES,
     STUDY_SPACE_PATH,
     STUDY_TRIALS_REQUESTED,
 )
-from studies.space import SAMPLERS, Resources, Space
-from studies.storage import failures_of, open_storage, study_names
+from studies.samplers import SamplerSettings, hold, make_sampler
+from studies.space import AshaSettings, Resources, Space
+from studies.store.storage import failures_of, open_storage, study_names
 
 RAY_FOLDER = "ray"
-# Two drivers resuming at once may both claim a lost trial: the last claim stored wins once both writes have landed.
-CLAIM_SETTLE_SECONDS = 1.0
 
 
 class StudyError(UserInputError):
@@ -75,39 +82,8 @@ class RunOptions:
     verbose: bool = False
     command: str = ""
 
-
-def make_sampler(name: str, space: Space, options: RunOptions) -> optuna.samplers.BaseSampler:
-    seed = options.seed
-    if name not in SAMPLERS:
-        raise StudyError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
-    if name == "tpe":
-        # constant_liar: trials running in parallel are not proposed the same config twice.
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        grid = optuna.samplers.GridSampler(space.grid(options.grid_knobs), seed=seed)
-        if not options.grid_knobs:
-            return grid
-        # A log's grid over a few knobs (flyvis: batch size x learning rate), the rest as one baseline has them.
-        base = options.grid_base or next(iter(space.baselines), None)
-        if base is None:
-            raise StudyError(f"--grid-knobs needs a baseline of {space.name} to hold the other knobs at; the space has none")
-        return hold(grid, space.held_at(base, options.grid_knobs))
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.NSGAIISampler(seed=seed)
-
-
-def hold(sampler: optuna.samplers.BaseSampler, values: dict[str, Any] | None) -> optuna.samplers.BaseSampler:
-    """``sampler`` for every knob but those in ``values``, which keep their values (Optuna's PartialFixedSampler)."""
-    if not values:
-        return sampler
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.PartialFixedSampler(values, sampler)
+    def sampler_settings(self) -> SamplerSettings:
+        return SamplerSettings(seed=self.seed, grid_knobs=self.grid_knobs, grid_base=self.grid_base)
 
 
 def ray_storage_path() -> Path:
@@ -152,6 +128,7 @@ def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseS
     study.set_user_attr(STUDY_SPACE_PATH, str(space.path))
     study.set_user_attr(STUDY_FINGERPRINT, space.fingerprint)
     study.set_user_attr(STUDY_OBJECTIVES, [[o.name, o.direction] for o in space.objectives])
+    study.set_user_attr(STUDY_HEADLINES, space.headlines)
     study.set_user_attr(STUDY_CREATED_BY, options.command)
     for key, value in (options.study_attrs or {}).items():
         study.set_user_attr(key, value)
@@ -182,31 +159,6 @@ def enqueue_once(study: optuna.Study, queue: Queue) -> None:
         # A repeat study queues the same config several times on purpose; a baseline twice would be a slip.
         study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=ATTR_REPEAT_OF not in attrs)
     study.set_user_attr(STUDY_BASELINES_QUEUED, True)
-
-
-def orphaned_trials(
-    study: optuna.Study, storage: optuna.storages.BaseStorage, *, mine_too: bool = False
-) -> list[optuna.trial.FrozenTrial]:
-    """RUNNING trials whose driver is gone (no such process on this host, no fresh heartbeat from another);
-    with ``mine_too``, this driver's own RUNNING trials as well (it is about to end)."""
-    beats = last_beats(storage, study.study_name)
-    me = driver_id()
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return [t for t in running if (mine_too and t.user_attrs.get(ATTR_DRIVER) == me) or trial_lost(t, beats)]
-
-
-def claim_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
-    """The orphaned trials this driver continues from their checkpoints; call with this driver's heartbeat running."""
-    orphans = orphaned_trials(study, storage)
-    if not orphans:
-        return []
-    me = driver_id()
-    for trial in orphans:
-        storage.set_trial_user_attr(trial._trial_id, ATTR_DRIVER, me)
-    time.sleep(CLAIM_SETTLE_SECONDS)
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    ours = {t.number for t in running if t.user_attrs.get(ATTR_DRIVER) == me}
-    return [t for t in orphans if t.number in ours]
 
 
 def count_states(study: optuna.Study) -> Counts:
@@ -302,14 +254,51 @@ def _trial_folder(trial) -> str:
 
 def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> optuna.Study:
     """Run (or continue) the study until it holds the requested number of finished trials."""
+    checked = check_options(space, options)
     # A storage that fails mid-run (disk full, server gone) ends the run with one line; what it holds stays.
     with failures_of(options.storage), contextlib.ExitStack() as lifetime:
-        return _run_study(space, options, queue, lifetime)
+        plan = plan_study(space, options, checked, queue)
+        study = plan.study
+        heartbeat = lifetime.enter_context(Heartbeat(open_storage(options.storage, create=False), study.study_name))
+        orphans = claim_orphans(study, heartbeat.storage)
+        # Other live drivers' trials count too: each driver starts only what the study still lacks.
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        new_trials = max(0, plan.target - plan.counts.finished - len(running))
+        if not orphans and new_trials == 0:
+            elsewhere = f" and {len(running)} running in other drivers" if running else ""
+            print(
+                f"study {study.study_name} already has {plan.counts.finished} finished trials{elsewhere} "
+                f"(asked for {plan.target}); pass --trials to run more"
+            )
+            return study
+        bridge = OptunaBridge(
+            study, space, max_epochs=plan.asha.max_epochs, target=plan.target, orphans=orphans, counts=plan.counts
+        )
+        tuner = build_tuner(plan, bridge, options, trials=len(orphans) + new_trials)
+        if orphans:
+            print(f"continuing {len(orphans)} interrupted trial(s) from their last checkpoint", file=sys.stderr)
+        tuner.fit()
+        interrupted = orphaned_trials(study, heartbeat.storage, mine_too=True)
+        if interrupted:
+            print(f"{len(interrupted)} trial(s) interrupted; `tune resume {study.study_name}` continues them", file=sys.stderr)
+        return study
 
 
-def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime: contextlib.ExitStack) -> optuna.Study:
+@dataclass(frozen=True)
+class CheckedOptions:
+    """A run's options once every one is known to be usable: what planning needs, decided before any write."""
+
+    sampler_name: str
+    sampler: optuna.samplers.BaseSampler
+    asha: AshaSettings
+    resources: Resources
+    ray_storage: str
+
+
+def check_options(space: Space, options: RunOptions) -> CheckedOptions:
+    """Every option checked against the space; raises :class:`StudyError` (or the sampler's or space's error) in one line."""
     sampler_name = options.sampler or space.sampler
-    sampler = hold(make_sampler(sampler_name, space, options), options.held)
+    sampler = hold(make_sampler(sampler_name, space, options.sampler_settings()), options.held)
     max_epochs = options.max_epochs or space.budget.max_epochs
     if max_epochs < 1:
         raise StudyError(f"--max-epochs must be at least 1 (got {max_epochs})")
@@ -317,59 +306,72 @@ def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime:
         raise StudyError(f"--max-retries must be 0 or more (got {options.max_retries})")
     if not options.checkpoint_every_s >= 0:  # NaN included
         raise StudyError(f"--checkpoint-every must be 0 (every epoch) or more seconds (got {options.checkpoint_every_s:g})")
-    resources = trial_resources(space, options)
+    return CheckedOptions(
+        sampler_name=sampler_name,
+        sampler=sampler,
+        asha=space.asha(max_epochs, prune=options.prune),
+        resources=trial_resources(space, options),
+        ray_storage=ray_storage_location(options.ray_storage),
+    )
+
+
+@dataclass
+class StudyPlan:
+    """The Optuna side of a run: the study, how many finished trials it should hold, and how the Ray side runs them."""
+
+    space: Space
+    study: optuna.Study
+    target: int
+    counts: Counts
+    asha: AshaSettings
+    resources: Resources
+    ray_storage: str
+
+
+def plan_study(space: Space, options: RunOptions, checked: CheckedOptions, queue: Queue | None = None) -> StudyPlan:
+    """Open or create the study, queue its first configs once, and store the trial target and ASHA's rungs."""
     if not options.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(space, options, sampler)
+    study = open_study(space, options, checked.sampler)
     enqueue_once(study, baseline_queue(space) if queue is None else queue)
-    default = _grid_size(space, options.grid_knobs) + len(space.baselines) if sampler_name == "grid" else space.budget.trials
+    if checked.sampler_name == "grid":
+        default = _grid_size(space, options.grid_knobs) + len(space.baselines)
+    else:
+        default = space.budget.trials
     target = options.trials or study.user_attrs.get(STUDY_TRIALS_REQUESTED) or default
     study.set_user_attr(STUDY_TRIALS_REQUESTED, target)
-    counts = count_states(study)
-    heartbeat = lifetime.enter_context(Heartbeat(open_storage(options.storage, create=False), study.study_name))
-    orphans = claim_orphans(study, heartbeat.storage)
-    # Other live drivers' trials count too: each driver starts only what the study still lacks.
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    new_trials = max(0, target - counts.finished - len(running))
-    if not orphans and new_trials == 0:
-        elsewhere = f" and {len(running)} running in other drivers" if running else ""
-        print(
-            f"study {study.study_name} already has {counts.finished} finished trials{elsewhere} (asked for {target}); pass --trials to run more"
-        )
-        return study
+    study.set_user_attr(STUDY_ASHA, dataclasses.asdict(checked.asha))
+    return StudyPlan(space, study, target, count_states(study), checked.asha, checked.resources, checked.ray_storage)
 
+
+def build_tuner(plan: StudyPlan, bridge: OptunaBridge, options: RunOptions, trials: int):
+    """Ray Tune's Tuner: the bridge searches, ASHA stops, each trial trains with the plan's resources."""
     _quiet_ray(options.verbose)
     import ray.tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from studies.trainable import train_trial
+    from studies.driver.trainable import train_trial
 
     _start_ray(options)
-    objective = space.objectives[0]
-    bridge = OptunaBridge(study, space, max_epochs=max_epochs, target=target, orphans=orphans, counts=counts)
-    grace = min(space.budget.grace_period, max_epochs) if options.prune else max_epochs
-    study.set_user_attr(STUDY_ASHA, {"max_epochs": max_epochs, "grace_period": grace, "reduction_factor": space.budget.reduction_factor})
+    asha, resources, study = plan.asha, plan.resources, plan.study
     scheduler = ASHAScheduler(
-        time_attr="epoch", max_t=max_epochs, grace_period=grace, reduction_factor=space.budget.reduction_factor
+        time_attr="epoch", max_t=asha.max_epochs, grace_period=asha.grace_period, reduction_factor=asha.reduction_factor
     )
-    storage_path = ray_storage_location(options.ray_storage)
     concurrency = _concurrency(resources)  # before the live view starts, so that a refusal is one line
-    live_view = LiveView(counts, target, objective.name)
-    if orphans:
-        print(f"continuing {len(orphans)} interrupted trial(s) from their last checkpoint", file=sys.stderr)
-    tuner = ray.tune.Tuner(
+    live_view = LiveView(plan.counts, plan.target, bridge.metric)
+    return ray.tune.Tuner(
         ray.tune.with_resources(
             ray.tune.with_parameters(train_trial, resources=resources, checkpoint_every_s=options.checkpoint_every_s),
             _tune_request(resources),
         ),
         tune_config=ray.tune.TuneConfig(
-            metric=objective.name,
+            metric=bridge.metric,
             mode=bridge.mode,
             search_alg=ConcurrencyLimiter(bridge, max_concurrent=concurrency),
             scheduler=scheduler,
-            num_samples=len(orphans) + new_trials,
+            num_samples=trials,
             time_budget_s=options.time_budget_s,
             # A reused worker keeps torch and Lightning imported: seconds saved per trial. A DDP trial's actor is
             # not reused: ending it ends the Ray Train run it drives.
@@ -379,7 +381,7 @@ def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime:
         ),
         run_config=ray.tune.RunConfig(
             name=f"{study.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=storage_path,
+            storage_path=plan.ray_storage,
             verbose=2 if options.verbose else 0,
             # Ray's result.json stays: Ray's own `tune ls PATH` and `list-trials` read it.
             callbacks=[RecordRayEvents(bridge), live_view, JsonLoggerCallback()],
@@ -387,10 +389,3 @@ def _run_study(space: Space, options: RunOptions, queue: Queue | None, lifetime:
             failure_config=ray.tune.FailureConfig(max_failures=options.max_retries),
         ),
     )
-    tuner.fit()
-    interrupted = orphaned_trials(study, heartbeat.storage, mine_too=True)
-    if interrupted:
-        print(
-            f"{len(interrupted)} trial(s) interrupted; `tune resume {study.study_name}` continues them", file=sys.stderr
-        )
-    return study

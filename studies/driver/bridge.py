@@ -13,7 +13,7 @@ with its last low-epoch value, which poisons the sampler and every later questio
 - always: final and best-epoch metrics, epochs, train seconds, device, the space file's hash.
 
 A trial interrupted with its driver (Ctrl-C, kill -9, time budget) stays RUNNING with its checkpoint
-path; the next driver on the study continues it (see :func:`studies.run.orphaned_trials`).
+path; the next driver on the study continues it (see :func:`studies.driver.run.orphaned_trials`).
 """
 
 from __future__ import annotations

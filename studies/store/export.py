@@ -11,9 +11,9 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
-from studies.catalog import SelectionError
 from studies.files import checked_output, write_atomically
 from studies.records import ATTR_BASELINE, ATTR_EPOCHS, ATTR_TRAINING_CONFIG, METRIC_PREFIX, STUDY_SPACE_PATH
+from studies.store.catalog import SelectionError
 
 
 def training_config(trial: FrozenTrial) -> dict:

@@ -1,5 +1,5 @@
 """Each driver's heartbeat in the study storage: how a driver on any machine tells a lost driver's
-RUNNING trials (to continue from their checkpoints) from a live driver's (to leave alone).
+RUNNING trials (to continue from their checkpoints) from a live driver's (to leave alone), and claims them.
 
 Our own per-driver heartbeat rather than Optuna's (``RDBStorage(heartbeat_interval=...)``): Optuna's
 marks a stale trial FAIL and retries its config as a new trial, while here a lost trial goes on in
@@ -17,15 +17,18 @@ import time
 from datetime import datetime
 
 import optuna
+from optuna.trial import TrialState
 
-from studies.bridge import driver_id
+from studies.driver.bridge import driver_id
 from studies.records import ATTR_DRIVER, STUDY_HEARTBEAT_PREFIX
 
 # One small write per driver every 10 s is no load on any storage, and a lost driver's trials are free within a minute.
 HEARTBEAT_SECONDS = 10.0
 # A driver stalled by a slow storage or a paused machine misses beats without being taken for dead.
 MISSED_BEATS_FOR_DEAD = 6
-HEARTBEAT_ENV = "TUNE_HEARTBEAT_SECONDS"  # a shorter beat where lost drivers must be noticed sooner (tests)
+HEARTBEAT_ENV = "TUNE_HEARTBEAT_SECONDS"
+# Two drivers resuming at once may both claim a lost trial: the last claim stored wins once both writes have landed.
+CLAIM_SETTLE_SECONDS = 1.0  # a shorter beat where lost drivers must be noticed sooner (tests)
 
 
 def heartbeat_seconds() -> float:
@@ -102,3 +105,28 @@ def trial_lost(trial: optuna.trial.FrozenTrial, beats: dict[str, tuple[float, fl
         age = (datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else math.inf
         return not others_alive or age > MISSED_BEATS_FOR_DEAD * heartbeat_seconds()
     return not driver_alive(owner, beats)
+
+
+def orphaned_trials(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, *, mine_too: bool = False
+) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials whose driver is gone (no such process on this host, no fresh heartbeat from another);
+    with ``mine_too``, this driver's own RUNNING trials as well (it is about to end)."""
+    beats = last_beats(storage, study.study_name)
+    me = driver_id()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [t for t in running if (mine_too and t.user_attrs.get(ATTR_DRIVER) == me) or trial_lost(t, beats)]
+
+
+def claim_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
+    """The orphaned trials this driver continues from their checkpoints; call with this driver's heartbeat running."""
+    orphans = orphaned_trials(study, storage)
+    if not orphans:
+        return []
+    me = driver_id()
+    for trial in orphans:
+        storage.set_trial_user_attr(trial._trial_id, ATTR_DRIVER, me)
+    time.sleep(CLAIM_SETTLE_SECONDS)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ours = {t.number for t in running if t.user_attrs.get(ATTR_DRIVER) == me}
+    return [t for t in orphans if t.number in ours]

@@ -1,0 +1,157 @@
+"""The one list of search methods: a name, a line of help, and a factory that builds its Optuna sampler.
+
+``tune run --sampler NAME`` and a space's ``SAMPLER = "NAME"`` pick from :data:`SAMPLERS`; the CLI's
+choices and help, and the space's validation, all read this table, so a new method is one entry here.
+
+A factory gets the loaded space and the :class:`SamplerSettings` of the run and returns any
+``optuna.samplers.BaseSampler``; the driver wraps it (knobs held fixed, the bridge to Ray Tune) and
+never looks inside. A method of your own, for example from OptunaHub, is one call, made in the space
+file before it names the method::
+
+    from studies.samplers import SamplerSettings, register
+
+    @register("qmc", "Optuna's quasi-Monte Carlo sampler: even coverage, no model")
+    def qmc(space, settings: SamplerSettings):
+        import optuna
+
+        return optuna.samplers.QMCSampler(seed=settings.seed)
+
+    SAMPLER = "qmc"
+
+Factories import Optuna themselves, so that reading this table (``tune --help``) stays cheap.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from studies.errors import UserInputError
+
+if TYPE_CHECKING:  # the space module imports this table to validate SAMPLER: the type only, at check time
+    import optuna
+
+    from studies.space import Space
+
+
+class SamplerError(UserInputError):
+    """A search method that cannot be built as asked; the message says what to pass instead."""
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What a run tells the factory: the seed, and for a grid, which knobs to grid and which baseline holds the rest."""
+
+    seed: int | None = None
+    grid_knobs: Sequence[str] | None = None
+    grid_base: str | None = None
+
+
+Factory = Callable[["Space", SamplerSettings], "optuna.samplers.BaseSampler"]
+
+
+@dataclass(frozen=True)
+class SearchMethod:
+    name: str
+    summary: str  # one line, shown by `tune run --help` and the README's table
+    build: Factory
+
+
+SAMPLERS: dict[str, SearchMethod] = {}
+DEFAULT_SAMPLER = "tpe"
+
+
+def register(name: str, summary: str) -> Callable[[Factory], Factory]:
+    """Add a search method under ``name`` (a decorator of its factory); a name already taken is refused."""
+
+    def add(factory: Factory) -> Factory:
+        if name in SAMPLERS and SAMPLERS[name].build is not factory:
+            raise SamplerError(f"search method {name!r} is already registered; register yours under another name")
+        SAMPLERS[name] = SearchMethod(name, summary, factory)
+        return factory
+
+    return add
+
+
+def check_name(name: str) -> None:
+    if name not in SAMPLERS:
+        raise SamplerError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+
+
+def make_sampler(name: str, space: Space, settings: SamplerSettings = SamplerSettings()) -> optuna.samplers.BaseSampler:
+    """The sampler of method ``name`` for ``space``."""
+    check_name(name)
+    return SAMPLERS[name].build(space, settings)
+
+
+def described() -> str:
+    """Every method in one line each: the ``--sampler`` help."""
+    return "; ".join(f"{method.name}: {method.summary}" for method in SAMPLERS.values())
+
+
+def hold(sampler: optuna.samplers.BaseSampler, values: dict[str, Any] | None) -> optuna.samplers.BaseSampler:
+    """``sampler`` for every knob but those in ``values``, which keep their values (Optuna's PartialFixedSampler)."""
+    if not values:
+        return sampler
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler(values, sampler)
+
+
+@register("tpe", "Optuna's TPE with constant liar: parallel trials are not proposed the same config")
+def _tpe(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True)
+
+
+@register("bohb", "BOHB's model on ASHA: TPE fitted on trials' values at the highest well-filled rung, a third of configs random")
+def _bohb(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
+    from studies.rung_tpe import RungTPESampler
+
+    return RungTPESampler(seed=settings.seed)
+
+
+@register("random", "independent uniform draws: the baseline every model-based method must beat")
+def _random(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=settings.seed)
+
+
+@register("grid", "every grid= value of every knob (or of --grid-knobs, the rest held at --grid-base)")
+def _grid(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    grid = optuna.samplers.GridSampler(space.grid(settings.grid_knobs), seed=settings.seed)
+    if not settings.grid_knobs:
+        return grid
+    # A log's grid over a few knobs (flyvis: batch size x learning rate), the rest as one baseline has them.
+    base = settings.grid_base or next(iter(space.baselines), None)
+    if base is None:
+        raise SamplerError(f"--grid-knobs needs a baseline of {space.name} to hold the other knobs at; the space has none")
+    return hold(grid, space.held_at(base, settings.grid_knobs))
+
+
+@register("cmaes", "Optuna's CMA-ES: continuous knobs, many trials")
+def _cmaes(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.CmaEsSampler(seed=settings.seed, warn_independent_sampling=False)
+
+
+@register("gp", "Optuna's Gaussian-process sampler: few, expensive trials")
+def _gp(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=settings.seed)
+
+
+@register("nsga2", "Optuna's NSGA-II genetic search")
+def _nsga2(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=settings.seed)

@@ -1,0 +1,104 @@
+"""The BOHB-style sampler: good trials judged at one rung, PRUNED or not; a random share; Optuna studies as they are stored."""
+
+import math
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.study import StudyDirection
+from optuna.trial import TrialState, create_trial
+
+from studies.rung_tpe import RungTPESampler
+from studies.samplers import SAMPLERS, SamplerSettings, make_sampler
+
+X = FloatDistribution(0.0, 1.0)
+
+
+def stored(number: int, curve: dict[int, float], state: TrialState, x: float = 0.5) -> optuna.trial.FrozenTrial:
+    trial = create_trial(
+        state=state, params={"x": x}, distributions={"x": X}, intermediate_values=curve,
+        value=curve[max(curve)] if state == TrialState.COMPLETE else None,
+    )  # fmt: skip
+    trial.number = number
+    return trial
+
+
+def test_trials_are_judged_at_the_highest_epoch_enough_of_them_reached():
+    # Two trials trained all 9 epochs; five more were stopped at epoch 3. With min_points 4 the rung is epoch 3,
+    # so the PRUNED trial best at epoch 3 is the good one, ahead of both COMPLETE trials (TPE would rank those first).
+    trials = [
+        stored(0, {1: 0.9, 3: 0.50, 9: 0.30}, TrialState.COMPLETE),
+        stored(1, {1: 0.8, 3: 0.45, 9: 0.28}, TrialState.COMPLETE),
+        stored(2, {1: 0.7, 3: 0.20}, TrialState.PRUNED),
+        stored(3, {1: 0.9, 3: 0.60}, TrialState.PRUNED),
+        stored(4, {1: 0.9, 3: 0.70}, TrialState.PRUNED),
+        stored(5, {1: 0.95}, TrialState.PRUNED),
+        stored(6, {1: 0.6}, TrialState.RUNNING),
+    ]
+    sampler = RungTPESampler(seed=0, min_points=4, top_fraction=0.2)
+    good, bad = sampler.split_at_rung(trials, StudyDirection.MINIMIZE, dimensions=1)
+    assert [t.number for t in good] == [2]
+    assert sorted(t.number for t in bad) == [0, 1, 3, 4, 5, 6]  # the rest, the ones stopped earlier, the running one
+    # Maximising turns the order round; with enough trials at epoch 9 the rung moves up to it.
+    good, _ = sampler.split_at_rung(trials, StudyDirection.MAXIMIZE, dimensions=1)
+    assert [t.number for t in good] == [4]
+    good, _ = RungTPESampler(seed=0, min_points=2, top_fraction=0.2).split_at_rung(trials, StudyDirection.MINIMIZE, 1)
+    assert [t.number for t in good] == [1]
+
+
+def test_a_diverged_trial_is_never_good():
+    trials = [stored(0, {1: math.nan}, TrialState.PRUNED), stored(1, {1: 0.4}, TrialState.PRUNED)]
+    good, bad = RungTPESampler(seed=0, min_points=1, top_fraction=1.0).split_at_rung(trials, StudyDirection.MINIMIZE, 1)
+    assert [t.number for t in good] == [1] and [t.number for t in bad] == [0]
+
+
+def optimise(random_fraction: float, trials: int = 40) -> list[float]:
+    """A study whose curves say small x is good from the first epoch; the x of every trial, in order."""
+    study = optuna.create_study(sampler=RungTPESampler(seed=3, random_fraction=random_fraction, n_startup_trials=8))
+    for _ in range(trials):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        epochs = 3 if x < 0.5 else 1  # the poor half is stopped after its first epoch, as ASHA would
+        for epoch in range(1, epochs + 1):
+            trial.report(x + 0.1 / epoch, epoch)
+        if epochs == 3:
+            study.tell(trial, x)
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    return [t.params["x"] for t in study.trials]
+
+
+def test_the_model_concentrates_where_the_rung_values_are_good_and_the_random_share_keeps_exploring():
+    modelled = optimise(random_fraction=0.0)[-20:]
+    random = optimise(random_fraction=1.0)[-20:]
+    assert sum(modelled) / 20 < 0.25
+    assert sum(random) / 20 > 0.3
+    assert max(random) > 0.7  # the random share still reaches the far end
+
+
+def test_conditional_knobs_are_sampled_within_their_groups():
+    study = optuna.create_study(sampler=RungTPESampler(seed=0, n_startup_trials=4))
+    for _ in range(15):
+        trial = study.ask()
+        kind = trial.suggest_categorical("kind", ["a", "b"])
+        value = trial.suggest_float(f"{kind}_x", 0.0, 1.0)
+        trial.report(value, 1)
+        study.tell(trial, value)
+    assert {frozenset(t.params) for t in study.trials} == {frozenset({"kind", "a_x"}), frozenset({"kind", "b_x"})}
+    assert all(isinstance(t.distributions["kind"], CategoricalDistribution) for t in study.trials)
+
+
+def test_bohb_is_a_registered_search_method():
+    assert "bohb" in SAMPLERS
+    assert isinstance(make_sampler("bohb", space=None, settings=SamplerSettings(seed=1)), RungTPESampler)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_a_resumed_study_continues_from_what_is_stored(tmp_path, fraction):
+    # The sampler keeps nothing but the storage: a new sampler on the reopened study reads the same trials.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="s", sampler=RungTPESampler(seed=0, random_fraction=fraction))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=12)
+    again = optuna.load_study(study_name="s", storage=url, sampler=RungTPESampler(seed=1, random_fraction=fraction))
+    again.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert len(again.trials) == 15 and all(t.state == TrialState.COMPLETE for t in again.trials)
