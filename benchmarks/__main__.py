@@ -5,7 +5,8 @@
 Each section module (``benchmarks/SECTION.py``) defines ``TITLE``, ``measure(smoke)`` (rows),
 ``table(rows)`` (Markdown) and ``plots(rows)`` (named plotly figures). A run writes each chosen
 section's rows, with when, how and where they were measured, to ``DIR/results/SECTION.json``, each
-plot to ``DIR/results/SECTION_NAME.html`` and ``.png``, and ``DIR/RESULTS.md`` with every section:
+plot to ``DIR/results/SECTION_NAME.html`` and, where a Chrome or Chromium renders it, ``.png`` (without one the
+PNGs are skipped, and said to be), and ``DIR/RESULTS.md`` with every section:
 those not run this time are read back from their JSON. ``--smoke`` uses tiny sizes (CI runs it so the
 benchmarks never rot); its figures are not for reading. DIR defaults to this folder.
 """
@@ -86,21 +87,30 @@ def run_section(name: str, smoke: bool, out: Path, this_machine: dict[str, str])
         "rows": rows,
     }
     figures = module.plots(rows)
-    record["plots"] = write_plots(name, figures, results_folder(out))
+    record["plots"], record["pngs"] = write_plots(name, figures, results_folder(out))
     (results_folder(out) / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
 
-def write_plots(section: str, figures: dict, folder: Path) -> list[str]:
-    """Each figure as HTML and PNG; returns the plots' file stems."""
-    from studies.report import write_figure_pngs
+def write_plots(section: str, figures: dict, folder: Path) -> tuple[list[str], bool]:
+    """Each figure as HTML, and as PNG where a browser renders it (Chrome or Chromium); the plots' file stems, and
+    whether their PNGs were written."""
+    from studies.report.png import browser_path, write_figure_pngs
 
     stems = [f"{section}_{name}" for name in figures]
     for stem, figure in zip(stems, figures.values()):
         # plotly.js from its CDN keeps 4.6 MB out of the repository; the PNG beside each page reads offline.
         figure.write_html(folder / f"{stem}.html", include_plotlyjs="cdn")
+    if not figures:
+        return stems, False
+    if browser_path() is None:
+        print(
+            f"benchmarks: {section}: PNGs skipped, no Chrome or Chromium here (apt-get install chromium); the HTML plots are written",
+            file=sys.stderr,
+        )
+        return stems, False
     write_figure_pngs({folder / f"{stem}.png": figure for stem, figure in zip(stems, figures.values())})
-    return stems
+    return stems, True
 
 
 def read_record(name: str, out: Path) -> dict | None:
@@ -121,7 +131,8 @@ def section_markdown(name: str, record: dict | None) -> str:
         return f"## {name}\n\nNot measured yet: `{section_command(name, smoke=False)}`.\n"
     table = section_module(name).table(record["rows"])
     smoke = " At smoke sizes: the figures check that the benchmark runs, they are not for reading." if record["smoke"] else ""
-    links = " · ".join(f"[{stem}](results/{stem}.html) ([PNG](results/{stem}.png))" for stem in record["plots"])
+    png = record.get("pngs", True)  # False: measured where no browser rendered PNGs
+    links = " · ".join(f"[{stem}](results/{stem}.html)" + (f" ([PNG](results/{stem}.png))" if png else "") for stem in record["plots"])
     return (
         f"## {record['title']}\n\n"
         f"Measured {record['measured_at']} in {record['wall_seconds']:.0f} s with `{record['command']}` "

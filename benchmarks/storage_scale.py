@@ -2,7 +2,8 @@
 
 A study of the Vesuvius space (22 knobs, two objectives, seven baselines) is made as `tune run` makes
 it (``studies.driver.run.open_study``) in a SQLite file and in an Optuna journal file. Its trials are written
-by tune's own ``OptunaBridge`` as a Ray run drives it: ask and suggest with TPE, the training config,
+by tune's own ``OptunaBridge`` as a Ray run drives it: ask and suggest with the default search method (and, on
+SQLite, with TPE for comparison), the training config,
 one intermediate value and a checkpoint path per epoch, every final metric, tell. Epochs follow ASHA's
 rungs of the space (2 of 3 trials stop at epoch 2, 2 of 9 at 6, 1 of 9 trains all 18).
 
@@ -35,7 +36,7 @@ from objectives.segmentation import COMPONENTS, METRICS
 from studies.driver.bridge import OptunaBridge
 from studies.driver.run import RunOptions, open_study
 from studies.records import ATTR_BASELINE, RESULT_DEVICE, RESULT_EPOCH, RESULT_EPOCH_SECONDS
-from studies.samplers import make_sampler
+from studies.samplers import DEFAULT_SAMPLER, make_sampler
 from studies.space import AshaSettings, load_space
 
 TITLE = "Storage at scale"
@@ -73,13 +74,48 @@ def epoch_result(epoch: int, rng) -> dict:
     return {**result, RESULT_EPOCH: epoch, RESULT_EPOCH_SECONDS: float(rng.uniform(1.0, 1.3)), RESULT_DEVICE: "cpu"}
 
 
-def write_trial(bridge: OptunaBridge, asha: AshaSettings, index: int, rng) -> tuple[float, float]:
-    """One trial through the bridge as Ray drives it; returns (ask seconds, tell seconds).
+class TimedSampler(optuna.samplers.BaseSampler):
+    """A search method with a stopwatch: the seconds it spends choosing (the rest of an ask is the storage's)."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler):
+        self.inner = inner
+        self.seconds = 0.0
+
+    def _timed(self, method, *args):
+        started = time.perf_counter()
+        try:
+            return method(*args)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def infer_relative_search_space(self, study, trial):
+        return self._timed(self.inner.infer_relative_search_space, study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._timed(self.inner.sample_relative, study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._timed(self.inner.sample_independent, study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self._timed(self.inner.before_trial, study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        self.inner.reseed_rng()
+
+
+def write_trial(bridge: OptunaBridge, asha: AshaSettings, index: int, rng) -> tuple[float, float, float]:
+    """One trial through the bridge as Ray drives it; returns (ask seconds, tell seconds, choice seconds).
 
     Ask: the sampler's choice, its params and the training config stored. Tell: every epoch's value
-    and checkpoint path, then the final metrics and state.
+    and checkpoint path, then the final metrics and state. Choice: the part of the ask the search method spent.
     """
     trial_id = f"bench_{index:05d}"
+    timer = bridge.study.sampler
+    chosen_before = timer.seconds
     started = time.perf_counter()
     bridge.suggest(trial_id)
     asked = time.perf_counter()
@@ -89,7 +125,7 @@ def write_trial(bridge: OptunaBridge, asha: AshaSettings, index: int, rng) -> tu
         bridge.on_trial_result(trial_id, result)
         bridge.record_checkpoint(trial_id, f"tune_runs/ray/vesuvius-20250101-000000/{trial_id}/checkpoint_{epoch:06d}", epoch)
     bridge.on_trial_complete(trial_id, result)
-    return asked - started, time.perf_counter() - asked
+    return asked - started, time.perf_counter() - asked, timer.seconds - chosen_before
 
 
 def copies_of(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
@@ -154,14 +190,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def grow_and_time(storage: str, path: Path, sizes: tuple[int, ...], window: int) -> tuple[list[dict], str]:
-    """Latency rows at each size for one storage; returns them and the study's name."""
+def grow_and_time(storage: str, path: Path, sizes: tuple[int, ...], window: int, sampler: str) -> tuple[list[dict], str]:
+    """Latency rows at each size for one storage and search method; returns them and the study's name."""
     import numpy as np
 
     space = load_space(SPACE)
     url = STORAGES[storage][0] + str(path)
-    options = RunOptions(storage=url, seed=0, command=f"tune run search_spaces/{SPACE.name} --storage {url}")
-    study = open_study(space, options, make_sampler("tpe", space, options.sampler_settings()))
+    options = RunOptions(storage=url, study=f"{space.name}-{sampler}", seed=0, command=f"tune run search_spaces/{SPACE.name} --storage {url}")
+    study = open_study(space, options, TimedSampler(make_sampler(sampler, space, options.sampler_settings())))
     asha = space.asha()
     bridge = OptunaBridge(study, space, max_epochs=asha.max_epochs, target=sizes[-1])
     rng = np.random.default_rng(0)
@@ -177,12 +213,13 @@ def grow_and_time(storage: str, path: Path, sizes: tuple[int, ...], window: int)
             bar.update(size - window - bar.n)
             timings = [write_trial(bridge, asha, size - window + i, rng) for i in range(window)]
             bar.update(window)
-            asks, tells = zip(*timings)
-            for part, seconds in (("ask", asks), ("tell", tells), ("ask+tell", [a + t for a, t in zip(asks, tells)])):
+            asks, tells, choices = zip(*timings)
+            for part, seconds in (("choice", choices), ("ask", asks), ("tell", tells), ("ask+tell", [a + t for a, t in zip(asks, tells)])):
                 rows.append(
                     {
                         "kind": "latency",
                         "storage": storage,
+                        "sampler": sampler,
                         "trials": size,
                         "part": part,
                         "window": window,
@@ -259,7 +296,9 @@ def measure(smoke: bool = False) -> list[dict]:
         for storage, (prefix, file_name) in STORAGES.items():
             folder = Path(tmp) / storage
             folder.mkdir()
-            latency, study = grow_and_time(storage, folder / file_name, sizes, window)
+            if storage == "sqlite" and DEFAULT_SAMPLER != "tpe":  # the earlier default, for comparison
+                rows += grow_and_time(storage, folder / f"tpe-{file_name}", sizes, window, "tpe")[0]
+            latency, study = grow_and_time(storage, folder / file_name, sizes, window, DEFAULT_SAMPLER)
             rows += latency
             rows += time_readers(storage, prefix + str(folder / file_name), study, folder, sizes[-1])
     return rows
@@ -269,20 +308,22 @@ def table(rows: list[dict]) -> str:
     latency = [r for r in rows if r["kind"] == "latency"]
     readers = [r for r in rows if r["kind"] == "reader"]
     lines = [
-        "Per trial, as tune's driver writes it (ask: TPE's choice and the stored config; tell: every epoch's value "
+        "Per trial, as tune's driver writes it (choice: the search method's own time; ask: that and the stored params and "
+        "config; tell: every epoch's value "
         f"and checkpoint, final metrics, state), timed over the last {latency[0]['window']} trials written at each size.",
         "",
-        "| storage | trials | ask median ms | ask p95 ms | tell median ms | tell p95 ms | ask+tell median ms | ask+tell p95 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| storage | search method | trials | choice median ms | choice p95 ms | ask median ms | ask p95 ms | tell median ms "
+        "| tell p95 ms | ask+tell median ms | ask+tell p95 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    by_key = {(r["storage"], r["trials"], r["part"]): r for r in latency}
-    for storage, trials in dict.fromkeys((r["storage"], r["trials"]) for r in latency):
+    by_key = {(r["storage"], method_of(r), r["trials"], r["part"]): r for r in latency}
+    for storage, sampler, trials in dict.fromkeys((r["storage"], method_of(r), r["trials"]) for r in latency):
         cells = [
-            f"{by_key[(storage, trials, part)][stat]:.1f}"
-            for part in ("ask", "tell", "ask+tell")
+            f"{by_key[(storage, sampler, trials, part)][stat]:.1f}" if (storage, sampler, trials, part) in by_key else "-"
+            for part in ("choice", "ask", "tell", "ask+tell")
             for stat in ("median_ms", "p95_ms")
         ]
-        lines.append(f"| {storage} | {trials:,} | " + " | ".join(cells) + " |")
+        lines.append(f"| {storage} | {sampler} | {trials:,} | " + " | ".join(cells) + " |")
     storages = list(dict.fromkeys(r["storage"] for r in readers))
     seconds = {(r["storage"], r["command"]): r["seconds"] for r in readers}
     lines += [
@@ -298,19 +339,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def method_of(row: dict) -> str:
+    """The search method a latency row was measured with (rows from before methods were recorded used TPE)."""
+    return row.get("sampler", "tpe")
+
+
 def plots(rows: list[dict]) -> dict:
     import plotly.graph_objects as go
 
     figure = go.Figure()
-    for (storage, part), dash in {("sqlite", "ask+tell"): "solid", ("journal", "ask+tell"): "dash"}.items():
+    latency = [r for r in rows if r["kind"] == "latency" and r["part"] == "ask+tell"]
+    for storage, sampler in dict.fromkeys((r["storage"], method_of(r)) for r in latency):
+        dash = "solid" if storage == "sqlite" else "dash"
         points = sorted(
-            (r["trials"], r["median_ms"], r["p95_ms"])
-            for r in rows
-            if r["kind"] == "latency" and r["storage"] == storage and r["part"] == part
+            (r["trials"], r["median_ms"], r["p95_ms"]) for r in latency if r["storage"] == storage and method_of(r) == sampler
         )
         trials, medians, p95s = zip(*points)
         figure.add_scatter(
-            x=trials, y=medians, name=f"{storage} median", mode="lines+markers", line={"dash": dash},
+            x=trials, y=medians, name=f"{storage}, {sampler}: median", mode="lines+markers", line={"dash": dash},
             error_y={"type": "data", "symmetric": False, "array": [p - m for p, m in zip(p95s, medians)], "arrayminus": [0] * len(trials)},
         )  # fmt: skip
     figure.update_layout(

@@ -205,5 +205,3 @@ BUDGET = Budget(max_epochs=18, grace_period=2, reduction_factor=3, trials=40)
 # One CPU core a trial, so two run side by side on a 2-core machine; the GPU profile above takes
 # Resources(cpus=4, gpus=1), or gpus=0.25 to pack four of these small trials on one GPU.
 RESOURCES = Resources(cpus=1, gpus=0)
-
-SAMPLER = "tpe"  # the noise knobs are conditional, which rules out grid

@@ -4,6 +4,8 @@ add-note) are forwarded to Ray's CLI, since installing this project replaces Ray
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +17,12 @@ if TYPE_CHECKING:  # run.py imports Ray; commands that do not run a study should
     from studies.driver.run import RunOptions
 
 RAY_SUBCOMMANDS = {"lsx", "list-trials", "list-experiments", "add-note"}
+# Exit codes: 0 done; 2 input tune cannot use (one line says why); 3 a run ended with trials unfinished (--time-budget);
+# 130 Ctrl-C. After 3 and 130 one line names the `tune resume` command that continues the study.
+EXIT_USER_ERROR = 2
+EXIT_TRIALS_INTERRUPTED = 3
+EXIT_CTRL_C = 130
+SHOWN_PARAMS = 4  # `tune show` shows this many params by default: the most important ones
 
 
 def _is_ray_command(argv: Sequence[str]) -> bool:
@@ -30,7 +38,22 @@ def _is_ray_command(argv: Sequence[str]) -> bool:
 def _forward_to_ray(argv: Sequence[str]) -> int:
     from ray.tune.cli.scripts import cli
 
-    return cli.main(args=list(argv), prog_name="tune", standalone_mode=True)
+    return cli.main(args=_absolute_ray_path(argv), prog_name="tune", standalone_mode=True)
+
+
+def _absolute_ray_path(argv: Sequence[str]) -> list[str]:
+    """A Ray subcommand with its one path made absolute: Ray reads a relative path as a URI with no scheme, and fails."""
+    forwarded = list(argv)
+    for i in range(1, len(forwarded)):
+        before = forwarded[i - 1]
+        # Each of Ray's options takes one value: a word after an option is its value, not the path.
+        is_value = i > 1 and before.startswith("-") and "=" not in before and before not in ("-h", "--help")
+        if forwarded[i].startswith("-") or is_value:
+            continue
+        if "://" not in forwarded[i]:
+            forwarded[i] = str(Path(forwarded[i]).resolve())
+        break
+    return forwarded
 
 
 def _storage_option(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +96,28 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own output")
 
 
+def _format_options(parser: argparse.ArgumentParser) -> None:
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", dest="output_format", action="store_const", const="json", help="print JSON, for scripts")
+    output.add_argument("--csv", dest="output_format", action="store_const", const="csv", help="print CSV, for scripts")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tune")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _changed_space_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-changed-space", action="store_true",
+        help="import the study's search-space file even though it changed since the study last ran it (the file is Python that tune runs)",
+    )  # fmt: skip
+
+
 def _selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", metavar="METRIC", help="choose the best COMPLETE trial by this metric (default: the first objective)")
     parser.add_argument(
@@ -91,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Optuna chooses configs and keeps every result. Ray's own `tune` subcommands "
         "(ls EXPERIMENT_PATH, lsx, list-trials, list-experiments, add-note) still work.",
     )
+    parser.add_argument("--version", action="version", version=f"tune {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run or continue a study of a search-space module")
@@ -101,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = commands.add_parser("resume", help="continue an interrupted study")
     resume.add_argument("study")
     _run_options(resume)
+    _changed_space_option(resume)
 
     repeat = commands.add_parser("repeat", help="re-train a study's top configs with new seeds; report mean and spread")
     repeat.add_argument("study")
@@ -108,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     repeat.add_argument("--seeds", type=int, default=3, help="new seeds per config (default 3)")
     repeat.add_argument("--into", metavar="NAME", help="the repeat study's name (default: STUDY-repeat)")
     _run_options(repeat)
+    _changed_space_option(repeat)
 
     phases = commands.add_parser("phases", help="fine-tune phase by phase: a study per phase, each from the last one's best")
     phases.add_argument("space", help="search-space module that declares PHASES, e.g. search_spaces/state_tahoe.py")
@@ -117,16 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = commands.add_parser("ls", help="studies in the storage: trials by state and best values")
     _storage_option(ls)
+    _format_options(ls)
 
-    show = commands.add_parser("show", help="the top trials of a study with their metrics and params")
+    show = commands.add_parser("show", help="the top trials of a study: objectives and the most important params")
     show.add_argument("study")
     show.add_argument("--top", type=int, default=10)
+    show.add_argument(
+        "--columns", metavar="all|C1,C2",
+        help="columns to show: all, or a comma-separated list (default: trial, state, baseline, epochs, the objectives "
+        f"and the {SHOWN_PARAMS} most important params; --json and --csv: all)",
+    )  # fmt: skip
     _storage_option(show)
+    _format_options(show)
 
     best = commands.add_parser("best", help="the best trial by any recorded metric, within bounds")
     best.add_argument("study")
     _selection_options(best)
     _storage_option(best)
+    _format_options(best)
 
     export = commands.add_parser("export", help="write a trial's full training config as YAML")
     export.add_argument("study")
@@ -147,20 +203,43 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_option(report)
 
     dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on the storage")
-    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1); another needs --expose-unauthenticated-api")
     dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument(
+        "--expose-unauthenticated-api", action="store_true",
+        help="serve on a non-loopback --host: anyone who reaches the port can read, change and delete studies (no login)",
+    )  # fmt: skip
     _storage_option(dashboard)
     return parser
 
 
-def _print_table(table) -> None:
+def _print_table(table, output_format: str | None = None, empty: str = "(no trials)") -> None:
+    """A table for a person, or with ``output_format`` ("json": a list of rows; "csv") for a script."""
     import pandas as pd
 
+    if output_format == "json":
+        print(json.dumps([_plain(row) for row in table.to_dict(orient="records")], indent=1))
+        return
+    if output_format == "csv":
+        if not table.empty:
+            table.to_csv(sys.stdout, index=False)
+        return
     if table.empty:
-        print("(no trials)")
+        print(empty)
         return
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False))
+
+
+def _plain(value):
+    """``value`` as JSON holds it: a missing or non-finite number is null, numpy's numbers are Python's."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, str)):
+        value = value.item()  # numpy scalars
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _describe_trial(trial) -> str:
@@ -174,6 +253,7 @@ def _describe_trial(trial) -> str:
 
 def _run_options_from(args: argparse.Namespace, study_name: str | None, **overrides) -> RunOptions:
     from studies.driver.run import CHECKPOINT_EVERY_S, MAX_RETRIES, RunOptions
+    from studies.store.storage import redacted
 
     options = dict(
         study=study_name,
@@ -191,21 +271,21 @@ def _run_options_from(args: argparse.Namespace, study_name: str | None, **overri
         grid_knobs=args.grid_knobs,
         grid_base=args.grid_base,
         verbose=args.verbose,
-        command="tune " + shlex.join(sys.argv[1:]),
+        command=redacted("tune " + shlex.join(sys.argv[1:])),  # stored on the study: no storage password
     )
     return RunOptions(**{**options, **overrides})
 
 
 def _repeat(args: argparse.Namespace) -> int:
-    from studies.driver.repeat import repeat_queue, spread_table
-    from studies.driver.run import run_study
-    from studies.records import STUDY_SPACE_PATH
     from studies.space import load_space
     from studies.store import catalog
 
-    original = catalog.load_study(args.study, args.storage)
+    original = catalog.load_study(args.study, args.storage)  # before Ray is imported: a wrong name is answered at once
+    from studies.driver.repeat import repeat_queue, spread_table
+    from studies.driver.run import run_study
+
     queue = repeat_queue(original, args.top, args.seeds)
-    space = load_space(original.user_attrs[STUDY_SPACE_PATH])
+    space = load_space(catalog.space_file_of(original, allow_changed=args.allow_changed_space))
     options = _run_options_from(args, args.into or f"{args.study}-repeat", trials=len(queue), prune=False)
     repeated = run_study(space, options, queue=queue)
     print(f"\n{repeated.study_name}: each config of {args.study} over {args.seeds} new seeds")
@@ -214,24 +294,48 @@ def _repeat(args: argparse.Namespace) -> int:
 
 
 def _run_space(args: argparse.Namespace, space_path: str, study_name: str | None) -> int:
-    from studies.driver.run import run_study
     from studies.space import load_space
+
+    space = load_space(space_path)  # before Ray is imported: a missing file is answered at once
+    from studies.driver.run import run_study
     from studies.store.catalog import trials_table
 
-    space = load_space(space_path)
     study = run_study(space, _run_options_from(args, study_name))
     table = trials_table(study, top=5)
     summary = ["trial", "state", "baseline", "epochs", "train_s", *(o.name for o in space.objectives)]
-    print(f"\nstudy {study.study_name}: top trials (`tune show {study.study_name}` for every metric and param)")
+    name = shlex.quote(study.study_name)
+    print(f"\nstudy {study.study_name}: top trials (`tune show {name} --columns all` for every metric and param)")
     _print_table(table[[c for c in summary if c in table]] if not table.empty else table)
+    print(_next_steps(study.study_name, args.storage))
     return 0
 
 
+def _next_steps(study_name: str, storage: str | None) -> str:
+    """Where the study is stored and the commands that read it, ready to paste."""
+    from studies.store.storage import DEFAULT_FOLDER, default_url, redacted
+
+    url = redacted(storage or default_url())
+    rest = f" --storage {shlex.quote(url)}" if storage else ""
+    name = shlex.quote(study_name)
+    steps = [
+        (f"tune show {name}{rest}", "the top trials"),
+        (f"tune report {name}{rest}", f"an HTML report: {DEFAULT_FOLDER}/{study_name}-report.html"),
+        (f"tune export {name} -o config.yaml{rest}", "the best trial's training YAML"),
+        (f"tune dashboard{rest}", "optuna-dashboard at http://127.0.0.1:8080/"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    lines = [f"\nstudy {study_name!r} is stored in {url}; next:"]
+    lines += [f"  {command:<{width}}  # {what}" for command, what in steps]
+    return "\n".join(lines)
+
+
 def _run_phases(args: argparse.Namespace, space_path: str, prefix: str | None, phases: list[str] | None) -> int:
-    from studies.driver.phases import run_phases
     from studies.space import load_space
 
-    run_phases(load_space(space_path), _run_options_from(args, prefix), phases=phases)
+    space = load_space(space_path)  # before Ray is imported: a missing file is answered at once
+    from studies.driver.phases import run_phases
+
+    run_phases(space, _run_options_from(args, prefix), phases=phases)
     return 0
 
 
@@ -240,14 +344,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from studies.records import STUDY_PHASE, STUDY_SPACE_PATH
+    from studies.records import STUDY_PHASE
     from studies.store import catalog
 
     study = catalog.load_study(args.study, args.storage)
+    space_path = catalog.space_file_of(study, allow_changed=args.allow_changed_space)  # checked before it is imported
     phase = study.user_attrs.get(STUDY_PHASE)
     if phase:  # a phase holds its settings and starts from the previous phase's best: `tune phases` knows how
-        return _run_phases(args, study.user_attrs[STUDY_SPACE_PATH], phase["prefix"], [phase["phase"]])
-    return _run_space(args, study.user_attrs[STUDY_SPACE_PATH], args.study)
+        return _run_phases(args, space_path, phase["prefix"], [phase["phase"]])
+    return _run_space(args, space_path, args.study)
 
 
 def _phases(args: argparse.Namespace) -> int:
@@ -257,15 +362,40 @@ def _phases(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     from studies.store import catalog
 
-    _print_table(catalog.list_studies(args.storage))
+    _print_table(catalog.list_studies(args.storage), args.output_format, empty="(no studies)")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
+    from optuna.trial import TrialState
+
     from studies.store import catalog
 
-    _print_table(catalog.trials_table(catalog.load_study(args.study, args.storage), top=args.top))
+    study = catalog.load_study(args.study, args.storage)
+    complete = catalog.stored_trials(study, (TrialState.COMPLETE,))  # read once: for the table and for the params that matter
+    table = catalog.trials_table(study, top=args.top, complete=complete)
+    columns = args.columns or ("all" if args.output_format else None)
+    _print_table(_shown_columns(study, table, columns, complete), args.output_format)
     return 0
+
+
+def _shown_columns(study, table, columns: str | None, complete):
+    """``table`` with the columns asked for: all, a comma-separated list, or (None) what a person reads first."""
+    from studies.errors import UserInputError
+    from studies.store import catalog
+
+    if table.empty or columns == "all":
+        return table
+    if columns is None:
+        objectives = [name for name, _ in catalog.objectives_of(study)]
+        important = catalog.important_params(study, SHOWN_PARAMS, complete)
+        chosen = ["trial", "state", "baseline", "epochs", *objectives, *important, "fail_reason"]
+        return table[[c for c in dict.fromkeys(chosen) if c in table]]
+    chosen = [c.strip() for c in columns.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in table]
+    if unknown or not chosen:
+        raise UserInputError(f"--columns names {', '.join(unknown) or 'nothing'}; the columns are all, or some of: {', '.join(table.columns)}")
+    return table[list(dict.fromkeys(chosen))]
 
 
 def _selected(args: argparse.Namespace):
@@ -279,8 +409,19 @@ def _selected(args: argparse.Namespace):
 
 
 def _best(args: argparse.Namespace) -> int:
-    _, trial = _selected(args)
-    print(_describe_trial(trial))
+    study, trial = _selected(args)
+    if args.output_format == "json":
+        from studies.store.catalog import trial_record
+
+        print(json.dumps(_plain({"study": study.study_name, **trial_record(trial)}), indent=1))
+    elif args.output_format == "csv":
+        import pandas as pd
+
+        from studies.store.catalog import trial_row
+
+        pd.DataFrame([{"study": study.study_name, **trial_row(trial)}]).to_csv(sys.stdout, index=False)
+    else:
+        print(_describe_trial(trial))
     return 0
 
 
@@ -296,10 +437,9 @@ def _export(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
-    from studies.space import SpaceError, load_space
-    from trainers.base import fit
+    from studies.space import SpaceError, load_space, space_file
 
-    space = load_space(args.space)
+    space_file(args.space)  # both files checked before the space imports torch: a typo is answered at once
     try:
         with open(args.config) as stream:
             config = yaml.safe_load(stream)
@@ -307,6 +447,9 @@ def _train(args: argparse.Namespace) -> int:
         raise SpaceError(f"cannot read --config {args.config}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(config, dict):
         raise SpaceError(f"--config {args.config} is not a YAML mapping of training settings")
+    space = load_space(args.space)
+    from trainers.base import fit
+
     max_epochs = args.max_epochs or space.budget.max_epochs
 
     def report(metrics: dict[str, float], checkpoint_dir: str) -> None:
@@ -321,28 +464,32 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from studies.report import write_report
+    from studies.files import checked_name
     from studies.store import catalog
     from studies.store.storage import DEFAULT_FOLDER
 
-    study = catalog.load_study(args.study, args.storage)
+    study = catalog.load_study(args.study, args.storage)  # before plotly is imported: a wrong name is answered at once
+    from studies.report import write_report
+
     output = args.output
     if output is None:
+        name = checked_name(study.study_name, fix="pass -o FILE")  # a name made elsewhere may hold a path
         Path(DEFAULT_FOLDER).mkdir(exist_ok=True)
-        output = f"{DEFAULT_FOLDER}/{study.study_name}-report.html"
+        output = f"{DEFAULT_FOLDER}/{name}-report.html"
     written = write_report(study, output, png=args.png)
     print("\n".join(f"wrote {path}" for path in written))
     return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server
+    from studies.dashboard import checked_host, serve
+    from studies.store.storage import default_url, open_storage, redacted
 
-    from studies.store.storage import default_url, open_storage
-
+    checked_host(args.host, args.expose_unauthenticated_api)
     storage = open_storage(args.storage, create=False)
-    print(f"optuna-dashboard for {args.storage or default_url()} at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    run_server(storage, host=args.host, port=args.port)
+    url = redacted(args.storage or default_url())
+    print(f"optuna-dashboard for {url} at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    serve(storage, host=args.host, port=args.port, expose=args.expose_unauthenticated_api)
     return 0
 
 
@@ -371,13 +518,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _is_ray_command(argv):
         return _forward_to_ray(argv)
     args = build_parser().parse_args(argv)
-    from studies.errors import UserInputError
+    from studies.errors import TrialsInterrupted, UserInputError
 
     try:
         return dispatch(args)
     except UserInputError as exc:
         print(f"tune: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tune: interrupted; `tune resume STUDY` continues the study", file=sys.stderr)
-        return 130
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:  # a run names its study; Ctrl-C before that cannot
+        print(f"tune: interrupted; {exc or '`tune resume STUDY` continues the study'}", file=sys.stderr)
+        return EXIT_CTRL_C
+    except TrialsInterrupted as exc:
+        print(f"tune: {exc}", file=sys.stderr)
+        return EXIT_TRIALS_INTERRUPTED

@@ -30,6 +30,7 @@ RESULT_EPOCH_SECONDS = "epoch_seconds"
 # Study user attributes.
 STUDY_SPACE_PATH = "space_path"
 STUDY_FINGERPRINT = "space_fingerprint"
+STUDY_SPACE_SHA = "space_sha256"  # the space file's hash when a run last loaded it: resume and repeat refuse a changed file
 STUDY_OBJECTIVES = "objectives"
 STUDY_HEADLINES = "headlines"  # the metrics besides the objectives that the space's log judged by: the report shows them
 STUDY_BASELINES_QUEUED = "baselines_enqueued"

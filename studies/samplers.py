@@ -59,7 +59,7 @@ class SearchMethod:
 
 
 SAMPLERS: dict[str, SearchMethod] = {}
-DEFAULT_SAMPLER = "tpe"
+DEFAULT_SAMPLER = "bohb"  # measured in benchmarks/RESULTS.md, "Search quality"
 
 
 def register(name: str, summary: str) -> Callable[[Factory], Factory]:

@@ -47,12 +47,13 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping, Sequence
-
-import optuna
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from studies.errors import UserInputError
 from studies.samplers import DEFAULT_SAMPLER, SAMPLERS
+
+if TYPE_CHECKING:  # the knobs build Optuna's distributions when asked: importing this module (every `tune` command) stays cheap
+    import optuna
 
 
 class SpaceError(UserInputError):
@@ -69,7 +70,9 @@ class Float:
     grid: Sequence[float] | None = None  # the values `--sampler grid` tries
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
-        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
@@ -85,7 +88,9 @@ class Int:
     grid: Sequence[int] | None = None
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
-        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+        from optuna.distributions import IntDistribution
+
+        return IntDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
@@ -101,7 +106,9 @@ class Categorical:
         return self.choices
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
-        return optuna.distributions.CategoricalDistribution(list(self.choices))
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution(list(self.choices))
 
     def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.choices))
@@ -292,11 +299,17 @@ def nest(flat: Mapping[str, Any], order: Sequence[str] | None = None) -> dict[st
     return nested
 
 
+def space_file(path: str | Path) -> Path:
+    """The search-space file at ``path``, resolved; :class:`SpaceError` if there is none. Cheap: commands check it first."""
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        raise SpaceError(f"search space {path} does not exist; pass the path of a .py file such as search_spaces/vesuvius.py")
+    return resolved
+
+
 def load_module(path: str | Path) -> ModuleType:
     """Import a Python file by path (its folder becomes importable, as with ``python FILE``)."""
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise SpaceError(f"search space {path} does not exist; pass the path of a .py file such as search_spaces/vesuvius.py")
+    path = space_file(path)
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)

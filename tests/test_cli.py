@@ -1,6 +1,11 @@
 """The `tune` command as a user runs it: subprocesses, a real SQLite storage, Ray's forwarded CLI."""
 
+import csv
 import hashlib
+import importlib.metadata
+import io
+import json
+import random
 import shutil
 import socket
 import subprocess
@@ -13,7 +18,9 @@ import optuna
 import pytest
 import yaml
 from conftest import SPACES, assert_readers_match_optuna, tune_cli
+from optuna.trial import TrialState
 
+from studies.records import STUDY_OBJECTIVES
 from studies.store.storage import open_storage
 
 
@@ -21,7 +28,8 @@ from studies.store.storage import open_storage
 def finished_study(tmp_path_factory):
     """`tune run` of the tiny space in a fresh folder, as the README shows it (default storage)."""
     folder = tmp_path_factory.mktemp("cli")
-    tune_cli("run", SPACES / "tiny.py", "--seed", 3, cwd=folder, check=True)
+    ran = tune_cli("run", SPACES / "tiny.py", "--seed", 3, cwd=folder, check=True)
+    (folder / "run.stdout").write_text(ran.stdout)
     return folder
 
 
@@ -43,6 +51,26 @@ def test_tune_is_ours_and_ray_subcommands_still_work(finished_study):
     assert "trial_id" in trials.stdout
     studies = subprocess.run(["tune", "ls"], cwd=finished_study, capture_output=True, text=True, check=True)
     assert "tiny" in studies.stdout and "complete" in studies.stdout
+
+
+def test_ray_subcommands_take_a_relative_experiment_path(finished_study):
+    # Ray reads a relative path as a URI with an empty scheme and fails: tune makes it absolute first.
+    experiment = next((finished_study / "tune_runs" / "ray").iterdir())
+    relative = experiment.relative_to(finished_study)
+    trials = subprocess.run(["tune", "ls", str(relative)], cwd=finished_study, capture_output=True, text=True)
+    assert trials.returncode == 0 and "trial_id" in trials.stdout, trials.stderr
+    listed = subprocess.run(
+        ["tune", "list-experiments", "--limit", "5", "tune_runs/ray"], cwd=finished_study, capture_output=True, text=True
+    )  # fmt: skip
+    assert listed.returncode == 0 and experiment.name in listed.stdout, listed.stderr
+
+
+def test_run_ends_with_where_the_study_is_and_what_to_run_next(finished_study):
+    out = (finished_study / "run.stdout").read_text()
+    assert "study 'tiny' is stored in sqlite:///tune_runs/tune.db; next:" in out
+    for command in ("tune show tiny", "tune report tiny", "tune export tiny -o config.yaml", "tune dashboard"):
+        assert f"\n  {command} " in out, out
+    assert "tune_runs/tiny-report.html" in out and "http://127.0.0.1:8080/" in out
 
 
 def test_python_dash_m_studies_runs_the_same_cli(finished_study):
@@ -93,6 +121,11 @@ BAD_INPUTS = {
     "bad bound": (["best", "tiny", "--where", "val_mae<3"], "is not NAME=LOW..HIGH"),
     "no seeds": (["repeat", "tiny", "--seeds", "0"], "--top and --seeds must be at least 1"),
     "negative checkpoint pacing": (["run", SPACES / "tiny.py", "--checkpoint-every", "-1"], "--checkpoint-every must be 0"),
+    # A study name becomes folder and file names (Ray's storage, the report): a path would write outside them.
+    "study name escaping its folder": (["run", SPACES / "tiny.py", "--study", "../../x"], "study name '../../x' is not a plain name"),
+    "study name nesting folders": (["run", SPACES / "tiny.py", "--study", "a/b"], "study name 'a/b' is not a plain name"),
+    "empty study name": (["run", SPACES / "tiny.py", "--study", ""], "study name '' is not a plain name"),
+    "repeat into a path": (["repeat", "tiny", "--into", "../x"], "study name '../x' is not a plain name"),
 }
 
 
@@ -155,3 +188,113 @@ def test_dashboard_serves_the_study_over_http(finished_study):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# A typo or a missing file is answered before torch, Ray or Lightning is imported: in well under a second or two.
+HEAVY = {"torch", "ray", "pytorch_lightning", "lightning", "plotly"}
+CHEAP_REFUSALS = {
+    "run a missing space": (["run", "nosuch.py"], "search space nosuch.py does not exist; pass the path of a .py file such as search_spaces/vesuvius.py"),
+    "phases of a missing space": (["phases", "nosuch.py"], "search space nosuch.py does not exist"),
+    "train a missing space": (["train", "nosuch.py", "--config", "nosuch.yaml"], "search space nosuch.py does not exist"),
+    "train a missing config": (["train", SPACES / "tiny.py", "--config", "nosuch.yaml"], "cannot read --config nosuch.yaml"),
+    "show without a storage": (["show", "tiny"], "no study storage at tune_runs/tune.db"),
+    "report without a storage": (["report", "tiny"], "no study storage at tune_runs/tune.db"),
+    "repeat without a storage": (["repeat", "tiny"], "no study storage at tune_runs/tune.db"),
+    "resume without a storage": (["resume", "tiny"], "no study storage at tune_runs/tune.db"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHEAP_REFUSALS))
+def test_a_typo_is_one_line_before_torch_or_ray_is_imported(tmp_path, case):
+    args, message = CHEAP_REFUSALS[case]
+    result = tune_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tune: error: ") and message in lines[0], result.stderr
+    if case == "run a missing space":
+        assert lines == [f"tune: error: {message}"]
+    timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "studies", *map(str, args)], cwd=tmp_path, capture_output=True, text=True)
+    imported = {line.rpartition("|")[2].strip().split(".")[0] for line in timed.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & HEAVY, f"imported before answering: {sorted(imported & HEAVY)}"
+
+
+def made_trial(number: int, rng, knobs, state=TrialState.COMPLETE):
+    params = {name: rng.random() for name in knobs}
+    loss = 5 * params["knob4"] + 0.2 * params["knob1"] + 0.01 * rng.random()  # knob4 matters most, then knob1
+    metrics = {"metric.val_loss": loss, "metric.dice": 1 - loss / 6, "metric.extra": 0.5}
+    attrs = {**metrics, "epochs": 4 if state == TrialState.COMPLETE else 1, "train_seconds": 1.5, "baseline": "v1" if number == 0 else ""}
+    value = loss if state == TrialState.COMPLETE else None
+    return optuna.trial.create_trial(state=state, value=value, params=params, distributions=knobs, user_attrs=attrs)
+
+
+@pytest.fixture(scope="module")
+def made_studies(tmp_path_factory):
+    """Studies built with Optuna alone (no Ray): `made` with 40 finished trials, `young` with one COMPLETE trial."""
+    folder = tmp_path_factory.mktemp("made")
+    (folder / "tune_runs").mkdir()
+    storage = open_storage(f"sqlite:///{folder / 'tune_runs' / 'tune.db'}", create=True)
+    knobs = {f"knob{i}": optuna.distributions.FloatDistribution(0, 1) for i in range(6)}
+    rng = random.Random(0)
+    for name, trials in (("made", 40), ("young", 1)):
+        study = optuna.create_study(study_name=name, storage=storage)
+        study.set_user_attr(STUDY_OBJECTIVES, [["val_loss", "minimize"], ["dice", "maximize"]])
+        for number in range(trials):
+            study.add_trial(made_trial(number, rng, knobs, TrialState.PRUNED if number % 5 == 4 else TrialState.COMPLETE))
+    return folder
+
+
+def header(shown: str) -> list[str]:
+    return shown.splitlines()[0].split()
+
+
+def test_show_reads_as_a_person_reads_a_study(made_studies):
+    shown = tune_cli("show", "made", cwd=made_studies, check=True).stdout
+    columns = header(shown)
+    assert columns[:6] == ["trial", "state", "baseline", "epochs", "val_loss", "dice"]
+    params = columns[6:]
+    assert len(params) == 4 and params[0] == "knob4" and set(params) <= {f"knob{i}" for i in range(6)}, columns
+    assert len(shown.splitlines()) == 11  # the header and --top's default 10
+    # Too few COMPLETE trials to rank the params: the first four, in the order they were drawn.
+    assert header(tune_cli("show", "young", cwd=made_studies, check=True).stdout)[6:] == ["knob0", "knob1", "knob2", "knob3"]
+
+
+def test_show_columns_all_or_chosen(made_studies):
+    every = header(tune_cli("show", "made", "--columns", "all", cwd=made_studies, check=True).stdout)
+    assert {"train_s", "extra", *(f"knob{i}" for i in range(6))} <= set(every)
+    chosen = tune_cli("show", "made", "--columns", "trial,knob5,extra", "--top", 3, cwd=made_studies, check=True).stdout
+    assert header(chosen) == ["trial", "knob5", "extra"] and len(chosen.splitlines()) == 4
+    refused = tune_cli("show", "made", "--columns", "trial,nosuch", cwd=made_studies)
+    assert refused.returncode == 2 and refused.stderr.startswith("tune: error: --columns names nosuch; the columns are all, or some of: trial,")
+
+
+def test_ls_show_best_print_json_and_csv_for_scripts(made_studies):
+    storage = open_storage(f"sqlite:///{made_studies / 'tune_runs' / 'tune.db'}", create=False)
+    study = optuna.load_study(study_name="made", storage=storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    best = min(complete, key=lambda t: t.value)
+
+    listed = json.loads(tune_cli("ls", "--json", cwd=made_studies, check=True).stdout)
+    assert {row["study"]: (row["complete"], row["pruned"], row["best_trial"]) for row in listed} == {
+        "made": (len(complete), 40 - len(complete), best.number),
+        "young": (1, 0, 0),
+    }
+    rows = list(csv.DictReader(io.StringIO(tune_cli("ls", "--csv", cwd=made_studies, check=True).stdout)))
+    assert [row["study"] for row in rows] == ["made", "young"] and rows[0]["complete"] == str(len(complete))
+
+    shown = json.loads(tune_cli("show", "made", "--json", "--top", 3, cwd=made_studies, check=True).stdout)
+    assert len(shown) == 3 and shown[0]["trial"] == best.number and shown[0]["state"] == "COMPLETE"
+    assert shown[0]["val_loss"] == best.user_attrs["metric.val_loss"] and shown[0]["knob5"] == best.params["knob5"]
+    table = list(csv.DictReader(io.StringIO(tune_cli("show", "made", "--csv", cwd=made_studies, check=True).stdout)))
+    assert len(table) == 10 and table[0]["trial"] == str(best.number) and "train_s" in table[0]
+
+    chosen = json.loads(tune_cli("best", "made", "--json", cwd=made_studies, check=True).stdout)
+    assert chosen["study"] == "made" and chosen["trial"] == best.number
+    assert chosen["params"] == best.params and chosen["metrics"]["dice"] == best.user_attrs["metric.dice"]
+    (row,) = csv.DictReader(io.StringIO(tune_cli("best", "made", "--by", "dice", "--csv", cwd=made_studies, check=True).stdout))
+    by_dice = max(complete, key=lambda t: t.user_attrs["metric.dice"])
+    assert row["trial"] == str(by_dice.number) and float(row["knob4"]) == by_dice.params["knob4"]
+
+
+def test_version():
+    shown = subprocess.run([sys.executable, "-m", "studies", "--version"], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == f"tune {importlib.metadata.version('tune')}"

@@ -88,9 +88,44 @@ def test_sigkill_mid_study_then_resume(tmp_path):
 def test_time_budget_leaves_trials_to_resume(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     first = tune_cli("run", SPACES / "slow.py", "--storage", url, "--trials", 3, "--time-budget", 5, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "interrupted; `tune resume slow` continues them" in first.stderr
+    assert first.returncode == 3, first.stderr  # README: trials left unfinished by --time-budget
+    assert first.stderr.strip().splitlines()[-1].endswith("interrupted; `tune resume slow` continues them"), first.stderr
     assert [t for t in snapshot(url) if t.state == TrialState.RUNNING]
+    resumed = tune_cli("resume", "slow", "--storage", url, cwd=tmp_path, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr
+    after = snapshot(url)
+    assert len([t for t in after if t.state.is_finished()]) == 3
+    assert not [t for t in after if t.state == TrialState.RUNNING]
+
+
+def test_ctrl_c_mid_study_exits_130_naming_resume(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "studies", "run", SPACES / "slow.py", "--storage", url, "--trials", "3"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # once a trial has reported an epoch
+            assert driver.poll() is None, "the study finished before Ctrl-C; make slow.py slower"
+            assert time.monotonic() < deadline, "no trial reported an epoch within 240 s"
+            try:
+                trials = snapshot(url)
+            except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # no storage, tables or study yet
+                trials = []
+            if [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]:
+                break
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: to the driver and Ray's processes
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert driver.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "tune: interrupted; `tune resume slow` continues the study", stderr
+    assert [t for t in snapshot(url) if t.state == TrialState.RUNNING], "nothing was left for resume"
     resumed = tune_cli("resume", "slow", "--storage", url, cwd=tmp_path, timeout=400)
     assert resumed.returncode == 0, resumed.stderr
     after = snapshot(url)
@@ -123,7 +158,8 @@ def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, la
 
     resumed = tune_cli("resume", "tiny", "--storage", url, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "continuing 1 interrupted trial(s)" in resumed.stderr
+    # A line of its own, before the progress bar starts (not glued to it).
+    assert "continuing 1 interrupted trial(s) from their last checkpoint" in resumed.stderr.split("\n"), resumed.stderr
     after = snapshot(url, "tiny")
     assert after[finished.number] == finished, "the finished trial was changed"
     continued = after[-1]  # the trial added above

@@ -76,7 +76,7 @@ def test_the_model_concentrates_where_the_rung_values_are_good_and_the_random_sh
     assert max(random) > 0.7  # the random share still reaches the far end
 
 
-def test_conditional_knobs_are_sampled_within_their_groups():
+def test_a_conditional_knob_is_sampled_only_where_its_parent_asks_for_it():
     study = optuna.create_study(sampler=RungTPESampler(seed=0, n_startup_trials=4))
     for _ in range(15):
         trial = study.ask()

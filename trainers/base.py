@@ -241,5 +241,6 @@ def fit(
             **family.trainer_options(resolved),
         )
         ckpt_path = os.path.join(resume_from, CHECKPOINT_FILE) if resume_from else None
-        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        # weights_only: a checkpoint holds tensors and plain values; loading one never runs code it carries.
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         return finite_floats(trainer.callback_metrics)

@@ -70,7 +70,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -616,14 +615,20 @@ def pretrain_on_source(config: Mapping[str, Any], path: str | Path, max_epochs: 
     return path
 
 
+def source_cache() -> Path:
+    """``$XDG_CACHE_HOME/tune/state_source`` (default ``~/.cache``): the user's own folder, not a shared temp folder
+    where another user could leave a checkpoint for this one to load."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tune" / "state_source"
+
+
 def source_checkpoint(config: Mapping[str, Any]) -> Path:
     """The source-pretrained checkpoint for resolved ``config``'s architecture, pretrained on first use.
 
-    Kept in the temp folder by a hash of the source config, so that the trials of a study (one
-    process each) pretrain once; the caller's random state is left as it was.
+    Kept in the user's own cache folder (:func:`source_cache`) by a hash of the source config, so that the
+    trials of a study (one process each) pretrain once; the caller's random state is left as it was.
     """
     described = json.dumps({"config": source_config(config), "epochs": SOURCE_PRETRAINING_EPOCHS}, sort_keys=True)
-    path = Path(tempfile.gettempdir()) / "tune_state_source" / f"{hashlib.sha256(described.encode()).hexdigest()[:16]}.ckpt"
+    path = source_cache() / f"{hashlib.sha256(described.encode()).hexdigest()[:16]}.ckpt"
     if not path.exists():
         with torch.random.fork_rng():
             pretrain_on_source(config, path)

@@ -149,6 +149,7 @@ class OptunaBridge(Searcher):
             last_result = {RESULT_EPOCH: epoch, self.metric: value} if value is not None else {}
             train_seconds = float(frozen.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0))
             continued = True
+            kept = {e: v for e, v in frozen.intermediate_values.items() if e <= epoch and math.isfinite(v)}
         elif self._slots_taken() < self.target:
             trial = self.study.ask()
             if self._slots_taken(upto=trial._trial_id) > self.target:
@@ -156,7 +157,7 @@ class OptunaBridge(Searcher):
                 self.study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
                 return Searcher.FINISHED
             resume_from = None
-            epoch, last_result, train_seconds, continued = 0, {}, 0.0, False
+            epoch, last_result, train_seconds, continued, kept = 0, {}, 0.0, False, {}
         else:
             return Searcher.FINISHED
         trial.set_user_attr(ATTR_DRIVER, self.driver)  # before drawing params: other drivers see at once whose trial it is
@@ -164,9 +165,11 @@ class OptunaBridge(Searcher):
         params = self.space.suggest(trial)
         trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
         trial.set_user_attr(ATTR_SPACE_SHA, self.space_sha)
-        self.running[trial_id] = _Running(
-            trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=continued
-        )
+        live = _Running(trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=continued)
+        for kept_epoch, value in sorted(kept.items()):  # a continued trial's best epoch may predate its lost driver
+            if live.best_value is None or self._better(value, live.best_value):
+                live.best_value, live.best_epoch = value, kept_epoch
+        self.running[trial_id] = live
         self.counts.running += 1
         return {
             "optuna_trial": trial.number,

@@ -38,6 +38,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from studies.driver.run import Queue, RunOptions, StudyError, baseline_queue, count_states, ray_storage_location, run_study
+from studies.files import checked_name
 from studies.records import ATTR_BASELINE, ATTR_CHECKPOINT, STUDY_PHASE, STUDY_TRIALS_REQUESTED
 from studies.space import Space, SpaceError
 from studies.store.storage import open_storage, study_names
@@ -89,7 +90,7 @@ def keep_best_checkpoint(study: optuna.Study, folder: Path) -> WarmStart:
             f"study {study.study_name} has no COMPLETE trial to warm-start the next phase from; run it with more --trials"
         )
     best = study.best_trial
-    kept = folder / study.study_name / f"best_trial_{best.number}.ckpt"
+    kept = folder / checked_name(study.study_name) / f"best_trial_{best.number}.ckpt"
     if not kept.exists():
         source = Path(best.user_attrs.get(ATTR_CHECKPOINT, "")) / CHECKPOINT_FILE
         if not source.is_file():
@@ -128,6 +129,10 @@ def run_phases(space: Space, options: RunOptions, phases: Sequence[str] | None =
     order = list(declared)
     chosen = [p for p in order if p in (phases or order)]
     prefix = options.study or space.name
+    # Before the storage is opened: the phase studies' names become folder names (Ray's, the kept checkpoints').
+    checked_name(space.name if options.study is None else options.study, "study prefix")
+    for phase in chosen:
+        checked_name(phase_study_name(prefix, phase), "phase study name", f"rename phase {phase!r} in the space's PHASES")
     storage = open_storage(options.storage, create=True)
     before = {phase: order[i - 1] if i else None for i, phase in enumerate(order)}
     for phase in chosen:

@@ -14,7 +14,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,10 +25,12 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.stopper import Stopper
 
 from studies.driver.bridge import Counts, LiveView, OptunaBridge, RecordRayEvents
 from studies.driver.heartbeat import Heartbeat, claim_orphans, orphaned_trials
-from studies.errors import UserInputError
+from studies.errors import TrialsInterrupted, UserInputError
+from studies.files import checked_name
 from studies.records import (
     ATTR_BASELINE,
     ATTR_REPEAT_OF,
@@ -37,11 +41,12 @@ from studies.records import (
     STUDY_HEADLINES,
     STUDY_OBJECTIVES,
     STUDY_SPACE_PATH,
+    STUDY_SPACE_SHA,
     STUDY_TRIALS_REQUESTED,
 )
 from studies.samplers import SamplerSettings, hold, make_sampler
 from studies.space import AshaSettings, Resources, Space
-from studies.store.storage import failures_of, open_storage, study_names
+from studies.store.storage import failures_of, open_storage, redacted, study_names
 
 RAY_FOLDER = "ray"
 
@@ -120,19 +125,25 @@ def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseS
                 f"study {name!r} exists with a different search space (knobs or objectives changed); "
                 f"pass --study NEW_NAME to start a new study, or restore {Path(study.user_attrs.get(STUDY_SPACE_PATH, '?')).name}"
             )
+        sha = space.file_sha256
+        # The file `tune resume` and `tune repeat` import: as this run loaded it (or as `--allow-changed-space` accepted it).
+        if study.user_attrs.get(STUDY_SPACE_PATH) == str(space.path) and study.user_attrs.get(STUDY_SPACE_SHA) != sha:
+            study.set_user_attr(STUDY_SPACE_SHA, sha)
         return study
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction=objective.direction)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([objective.name])
     study.set_user_attr(STUDY_SPACE_PATH, str(space.path))
+    study.set_user_attr(STUDY_SPACE_SHA, space.file_sha256)
     study.set_user_attr(STUDY_FINGERPRINT, space.fingerprint)
     study.set_user_attr(STUDY_OBJECTIVES, [[o.name, o.direction] for o in space.objectives])
     study.set_user_attr(STUDY_HEADLINES, space.headlines)
-    study.set_user_attr(STUDY_CREATED_BY, options.command)
+    command = redacted(options.command)  # a storage URL's password is never stored
+    study.set_user_attr(STUDY_CREATED_BY, command)
     for key, value in (options.study_attrs or {}).items():
         study.set_user_attr(key, value)
-    _note_on_dashboard(study, space, options.command)
+    _note_on_dashboard(study, space, command)
     return study
 
 
@@ -188,11 +199,27 @@ def _quiet_ray(verbose: bool) -> None:
         logging.getLogger("ray").setLevel(logging.CRITICAL)
 
 
+# Ray's switch for a machine that runs no cluster (its default on macOS and Windows): the node's address is 127.0.0.1,
+# and Ray's GCS, raylet and workers then listen on loopback only. Ray reads it when imported and where it looks up
+# the node's address; its own processes inherit it.
+RAY_NO_CLUSTER = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _loopback_only() -> None:
+    """A local Ray, started by this driver, that nothing off this machine can reach: a local run needs no other machine."""
+    from ray._private import ray_constants
+
+    os.environ[RAY_NO_CLUSTER] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False  # Ray may have been imported before the variable was set
+
+
 def _start_ray(options: RunOptions) -> None:
     import ray
 
     if ray.is_initialized():
         return
+    if not options.address:
+        _loopback_only()
     try:
         ray.init(
             address=options.address or "local",  # never attach to a cluster by accident
@@ -207,6 +234,43 @@ def _start_ray(options: RunOptions) -> None:
             "start one with `ray start --head`, check the address, or give this driver the cluster's "
             "RAY_AUTH_MODE and RAY_AUTH_TOKEN"
         ) from exc
+
+
+# Set by Ctrl-C while trials run: the run then ends as a spent --time-budget ends it (Ray Tune's own Ctrl-C handling
+# would too, but then returns as if the run were done).
+CTRL_C = threading.Event()
+
+
+@contextlib.contextmanager
+def _ctrl_c_ends_the_run():
+    """A first Ctrl-C stops every trial where it is, its last checkpoint stored; a second one stops at once."""
+    CTRL_C.clear()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+
+    def press(signum, frame) -> None:
+        if CTRL_C.is_set():
+            raise KeyboardInterrupt
+        CTRL_C.set()
+        print("\nstopping the trials (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ray Tune's would take the signal from this one
+    previous = signal.signal(signal.SIGINT, press)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _StopOnCtrlC(Stopper):
+    """Ray Tune's stopper for Ctrl-C: it ends the run as ``time_budget_s`` does (no trial is stopped on its own)."""
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return CTRL_C.is_set()
 
 
 def trial_resources(space: Space, options: RunOptions) -> Resources:
@@ -253,7 +317,10 @@ def _trial_folder(trial) -> str:
 
 
 def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> optuna.Study:
-    """Run (or continue) the study until it holds the requested number of finished trials."""
+    """Run (or continue) the study until it holds the requested number of finished trials.
+
+    Raises :class:`TrialsInterrupted` when the run ends with trials of its own unfinished (``--time-budget``).
+    """
     checked = check_options(space, options)
     # A storage that fails mid-run (disk full, server gone) ends the run with one line; what it holds stays.
     with failures_of(options.storage), contextlib.ExitStack() as lifetime:
@@ -274,13 +341,16 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
         bridge = OptunaBridge(
             study, space, max_epochs=plan.asha.max_epochs, target=plan.target, orphans=orphans, counts=plan.counts
         )
+        if orphans:  # before build_tuner starts the progress bar: a line of its own
+            print(f"continuing {len(orphans)} interrupted trial(s) from their last checkpoint", file=sys.stderr, flush=True)
         tuner = build_tuner(plan, bridge, options, trials=len(orphans) + new_trials)
-        if orphans:
-            print(f"continuing {len(orphans)} interrupted trial(s) from their last checkpoint", file=sys.stderr)
-        tuner.fit()
+        with _ctrl_c_ends_the_run():
+            tuner.fit()
+        if CTRL_C.is_set():
+            raise KeyboardInterrupt(f"`tune resume {study.study_name}` continues the study")
         interrupted = orphaned_trials(study, heartbeat.storage, mine_too=True)
         if interrupted:
-            print(f"{len(interrupted)} trial(s) interrupted; `tune resume {study.study_name}` continues them", file=sys.stderr)
+            raise TrialsInterrupted(f"{len(interrupted)} trial(s) interrupted; `tune resume {study.study_name}` continues them")
         return study
 
 
@@ -297,6 +367,8 @@ class CheckedOptions:
 
 def check_options(space: Space, options: RunOptions) -> CheckedOptions:
     """Every option checked against the space; raises :class:`StudyError` (or the sampler's or space's error) in one line."""
+    # Ray's experiment folders are named after the study: a name is one plain path component (`--study ""` included).
+    checked_name(space.name if options.study is None else options.study)
     sampler_name = options.sampler or space.sampler
     sampler = hold(make_sampler(sampler_name, space, options.sampler_settings()), options.held)
     max_epochs = options.max_epochs or space.budget.max_epochs
@@ -387,5 +459,6 @@ def build_tuner(plan: StudyPlan, bridge: OptunaBridge, options: RunOptions, tria
             callbacks=[RecordRayEvents(bridge), live_view, JsonLoggerCallback()],
             checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=1),
             failure_config=ray.tune.FailureConfig(max_failures=options.max_retries),
+            stop=_StopOnCtrlC(),
         ),
     )

@@ -55,6 +55,7 @@ from studies.store.catalog import (
     select_trial,
     trials_table,
 )
+from studies.store.storage import redacted
 
 TOP_TRIALS = 15
 
@@ -184,7 +185,8 @@ def _header(study: optuna.Study, asha: AshaSettings | None, selected: FrozenTria
     else:
         chosen = html.escape(why_none)
     facts = [
-        ("created by", f"<code>{html.escape(study.user_attrs.get(STUDY_CREATED_BY) or 'unknown')}</code>"),
+        # redacted: a study stored before commands were redacted may hold a storage password
+        ("created by", f"<code>{html.escape(redacted(study.user_attrs.get(STUDY_CREATED_BY) or 'unknown'))}</code>"),
         ("search space", f"<code>{html.escape(str(study.user_attrs.get(STUDY_SPACE_PATH, 'unknown')))}</code>"),
         ("trials", f"{sum(counts.values())}: {listed}"),
         ("ASHA", schedule),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -24,6 +25,19 @@ def _chromium_path() -> str | None:
     if chosen or os.environ.get("BROWSER_PATH"):
         return chosen
     return DEFAULT_CHROMIUM if os.access(DEFAULT_CHROMIUM, os.X_OK) else None
+
+
+def browser_path() -> str | None:
+    """The Chrome or Chromium PNGs would be rendered in, found as kaleido finds it; None where there is none."""
+    chosen = _chromium_path()
+    if chosen:
+        return chosen if os.access(chosen, os.X_OK) else None
+    try:
+        from choreographer.browsers.chromium import Chromium  # kaleido's own search: $BROWSER_PATH, PATH, its download
+
+        return Chromium.find_browser(skip_local=False)
+    except Exception:  # another choreographer than kaleido 1.x brings: search PATH as it would
+        return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome"))), None)
 
 
 def write_figure_pngs(figures: dict[Path, go.Figure]) -> list[Path]:

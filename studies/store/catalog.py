@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-import pandas as pd
-import sqlalchemy
+from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from studies.errors import UserInputError
@@ -16,14 +19,20 @@ from studies.records import (
     ATTR_BASELINE,
     ATTR_EPOCHS,
     ATTR_REASON,
+    ATTR_SPACE_SHA,
     ATTR_TRAIN_SECONDS,
     METRIC_PREFIX,
     STUDY_ASHA,
     STUDY_HEADLINES,
     STUDY_OBJECTIVES,
+    STUDY_SPACE_PATH,
+    STUDY_SPACE_SHA,
 )
 from studies.space import AshaSettings
 from studies.store.storage import open_storage, study_names
+
+if TYPE_CHECKING:  # pandas and SQLAlchemy load when a table is built or counted: a missing storage is answered first
+    import pandas as pd
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # in the order tables rank them
 
@@ -65,6 +74,40 @@ def load_study(name: str, storage_url: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+class SpaceChanged(UserInputError):
+    """A study's search-space file that is no longer the file the study last ran: it is code, and is not imported unasked."""
+
+
+def stored_space_sha(study: optuna.Study) -> str | None:
+    """The hash of the space file as the study's last run loaded it; a study stored before it was kept: its latest trial's."""
+    if study.user_attrs.get(STUDY_SPACE_SHA):
+        return study.user_attrs[STUDY_SPACE_SHA]
+    for trial in reversed(study.get_trials(deepcopy=False)):
+        if trial.user_attrs.get(ATTR_SPACE_SHA):
+            return trial.user_attrs[ATTR_SPACE_SHA]
+    return None
+
+
+def space_file_of(study: optuna.Study, allow_changed: bool = False) -> str:
+    """The search-space file a stored study runs from (`tune resume`, `tune repeat`), once it holds what the study ran.
+
+    A space file is Python that `tune` imports: one changed since the study last ran it is refused unless ``allow_changed``.
+    """
+    path = study.user_attrs.get(STUDY_SPACE_PATH)
+    if not path:
+        raise SelectionError(f"study {study.study_name} stores no search-space file: it was not made by `tune run`")
+    expected = stored_space_sha(study)
+    if allow_changed or expected is None or not Path(path).is_file():  # a missing file: loading it says so
+        return path
+    found = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if found != expected:
+        raise SpaceChanged(
+            f"search space {path} changed since study {study.study_name} last ran it (sha256 {found[:12]}, was {expected[:12]}); "
+            "it is code that tune runs: check the change, then pass --allow-changed-space"
+        )
+    return path
+
+
 def objectives_of(study: optuna.Study | optuna.study.FrozenStudy) -> list[tuple[str, str]]:
     return [tuple(o) for o in study.user_attrs.get(STUDY_OBJECTIVES, [])] or [("value", study.directions[0].name.lower())]
 
@@ -88,6 +131,8 @@ def count_by_state(storage: optuna.storages.BaseStorage, study_id: int) -> Count
     """How many trials of the study are in each state."""
     if isinstance(storage, optuna.storages.RDBStorage):
         # Optuna counts by loading every trial; one GROUP BY over its trials table answers at once.
+        import sqlalchemy
+
         query = sqlalchemy.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :study GROUP BY state")
         with storage.engine.connect() as connection:
             return Counter({TrialState[state]: count for state, count in connection.execute(query, {"study": study_id})})
@@ -121,32 +166,76 @@ def list_studies(storage_url: str | None) -> pd.DataFrame:
                 "best_trial": None if best is None else best.number,
             }
         )
+    import pandas as pd
+
     return pd.DataFrame(rows)
 
 
-def trials_table(study: optuna.Study, top: int | None = None) -> pd.DataFrame:
-    """Finished trials, best first by the first objective: state, baseline, epochs, time, metrics, params."""
+def trial_record(trial: FrozenTrial) -> dict:
+    """One trial as a script reads it: number, state, baseline, epochs, train seconds, then its metrics and params apart."""
+    record = {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "baseline": trial.user_attrs.get(ATTR_BASELINE, ""),
+        "epochs": trial.user_attrs.get(ATTR_EPOCHS),
+        "train_s": trial.user_attrs.get(ATTR_TRAIN_SECONDS),
+        "metrics": {name[len(METRIC_PREFIX) :]: value for name, value in trial.user_attrs.items() if name.startswith(METRIC_PREFIX)},
+        "params": dict(trial.params),
+    }
+    if trial.state == TrialState.FAIL:
+        record["fail_reason"] = trial.user_attrs.get(ATTR_REASON, "")
+    return record
+
+
+def trial_row(trial: FrozenTrial) -> dict:
+    """One trial as a row of :func:`trials_table`: its record with the metrics and params as columns."""
+    record = trial_record(trial)
+    metrics, params, reason = record.pop("metrics"), record.pop("params"), record.pop("fail_reason", None)
+    return {**record, **metrics, **params, **({"fail_reason": reason} if reason is not None else {})}
+
+
+IMPORTANCE_TRIALS = 1000  # the latest COMPLETE trials that judge which params matter: `tune show` costs the same at any size
+
+
+def important_params(study: optuna.Study, count: int, complete: list[FrozenTrial] | None = None) -> list[str]:
+    """The ``count`` params that matter most: by Optuna's importance (PED-ANOVA: deterministic, fast, no scikit-learn)
+    once 2 COMPLETE trials searched them, else the first ``count`` in the order the trials draw them.
+
+    ``complete``: the study's COMPLETE trials where the caller has read them already."""
+    complete = [t for t in (stored_trials(study, (TrialState.COMPLETE,)) if complete is None else complete) if t.params]
+    drawn = complete or stored_trials(study, FINISHED)
+    order = list(dict.fromkeys(name for trial in drawn for name in trial.params))
+    if len(complete) >= 2:
+        verbosity = optuna.logging.get_verbosity()
+        try:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # the in-memory study below is not news
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # Judged in memory on the latest COMPLETE trials: Optuna's own reading of the study would load every trial.
+                latest = optuna.create_study(directions=study.directions)
+                latest.add_trials(complete[-IMPORTANCE_TRIALS:])
+                ranked = list(optuna.importance.get_param_importances(latest, evaluator=PedAnovaImportanceEvaluator()))
+        except (ValueError, RuntimeError, ZeroDivisionError):  # no param every COMPLETE trial has, too few trials: no ranking
+            ranked = []
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        order = list(dict.fromkeys([*ranked, *order]))
+    return order[:count]
+
+
+def trials_table(study: optuna.Study, top: int | None = None, complete: list[FrozenTrial] | None = None) -> pd.DataFrame:
+    """Finished trials, best first by the first objective: state, baseline, epochs, time, metrics, params.
+
+    ``complete``: the study's COMPLETE trials where the caller has read them already (reading is most of the cost)."""
+    import pandas as pd
+
     objective, direction = objectives_of(study)[0]
     trials = []
     for state in FINISHED:
         if top and len(trials) >= top:
             break  # the table ranks whole states in this order: the rest would sort below the top
-        trials += stored_trials(study, (state,))
-    rows = []
-    for trial in trials:
-        row = {
-            "trial": trial.number,
-            "state": trial.state.name,
-            "baseline": trial.user_attrs.get(ATTR_BASELINE, ""),
-            "epochs": trial.user_attrs.get(ATTR_EPOCHS),
-            "train_s": trial.user_attrs.get(ATTR_TRAIN_SECONDS),
-        }
-        row.update({name[len(METRIC_PREFIX) :]: value for name, value in trial.user_attrs.items() if name.startswith(METRIC_PREFIX)})
-        row.update(trial.params)
-        if trial.state == TrialState.FAIL:
-            row["fail_reason"] = trial.user_attrs.get(ATTR_REASON, "")
-        rows.append(row)
-    table = pd.DataFrame(rows)
+        trials += complete if state == TrialState.COMPLETE and complete is not None else stored_trials(study, (state,))
+    table = pd.DataFrame([trial_row(trial) for trial in trials])
     if table.empty:
         return table
     rank = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,15 @@ DISK_FULL_SIGNS = ("database or disk is full", "no space left on device", "could
 
 class StorageError(UserInputError):
     """A storage that cannot be opened; the message says what to pass instead."""
+
+
+# The password of any URL in a text (``postgresql://USER:PASSWORD@HOST/DB``): up to the authority's last "@".
+URL_PASSWORD = re.compile(r"(?P<user>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*):[^\s/'\"]*@")
+
+
+def redacted(text: str) -> str:
+    """``text`` (a command line, a URL, a message) with every URL's password shown as ``***``: never stored, never shown."""
+    return URL_PASSWORD.sub(r"\g<user>:***@", text)
 
 
 def default_url() -> str:
@@ -75,10 +85,11 @@ def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.Bas
             _write_ahead_log(storage.engine, switch=create)
         return storage
     except ImportError as exc:
-        raise StorageError(f"storage {url} needs a database driver that is not installed: {exc}") from exc
+        raise StorageError(f"storage {redacted(url)} needs a database driver that is not installed: {exc}") from exc
     except Exception as exc:  # SQLAlchemy and drivers raise many kinds: all mean "cannot open"
-        reason = _first_line(exc)
-        raise StorageError(f"cannot open storage {url}: {reason}") from exc
+        # Optuna wraps the database's own reason (connection refused, no such table) in its commit error.
+        reason = _first_line(getattr(_storage_failure(exc), "orig", None) or exc)
+        raise StorageError(f"cannot open storage {redacted(url)}: {redacted(reason)}") from exc
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -143,7 +154,7 @@ def failures_of(url: str | None) -> Iterator[None]:
         failure = _storage_failure(exc)
         if failure is None:
             raise
-        url = url or default_url()
+        url = redacted(url or default_url())
         reason = _first_line(getattr(failure, "orig", None) or failure)
         if any(sign in reason.lower() for sign in DISK_FULL_SIGNS):
             raise StorageError(
