@@ -434,6 +434,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trial_threads(cpus: float) -> int:
+    """torch's threads in a trial of ``cpus`` CPUs per process: Ray's rule for OMP_NUM_THREADS (the user's, else the floor of the CPUs, at least 1)."""
+    import os
+
+    user = os.environ.get("OMP_NUM_THREADS", "")
+    return int(user) if user.isdigit() and int(user) > 0 else max(math.floor(cpus), 1)
+
+
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
@@ -447,16 +455,24 @@ def _train(args: argparse.Namespace) -> int:
         raise SpaceError(f"cannot read --config {args.config}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(config, dict):
         raise SpaceError(f"--config {args.config} is not a YAML mapping of training settings")
+    print(f"training {args.space} with {args.config}: loading the space", flush=True)  # importing it takes torch's seconds
     space = load_space(args.space)
+    max_epochs = args.max_epochs or space.budget.max_epochs
+    threads = _trial_threads(space.resources.cpus)
+    device = "a GPU where torch finds one" if space.resources.gpus else "cpu"
+    print(f"{max_epochs} epoch{'s' if max_epochs != 1 else ''} on {device} with {threads} thread{'s' if threads != 1 else ''}, as a trial would", flush=True)
+    import torch
+
     from trainers.base import fit
 
-    max_epochs = args.max_epochs or space.budget.max_epochs
+    torch.set_num_threads(threads)  # a trial's worker has its CPUs' threads; torch's default, every core, oversubscribes
 
     def report(metrics: dict[str, float], checkpoint_dir: str) -> None:
         shown = ", ".join(f"{name} {metrics[name]:.4g}" for name in [o.name for o in space.objectives] if name in metrics)
         print(f"epoch {int(metrics['epoch'])}/{max_epochs}: {shown}", flush=True)
 
-    metrics = fit(space.trainer(), config, max_epochs=max_epochs, report=report)
+    accelerator = "auto" if space.resources.gpus else "cpu"  # as a trial: a space without GPUs trains on CPU
+    metrics = fit(space.trainer(), config, max_epochs=max_epochs, report=report, accelerator=accelerator)
     print("final metrics:")
     for name, value in sorted(metrics.items()):
         print(f"  {name} = {value:.6g}")

@@ -108,7 +108,7 @@ def _tpe(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler
     return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True)
 
 
-@register("bohb", "BOHB's model on ASHA: TPE fitted on trials' values at the highest well-filled rung, a third of configs random")
+@register("bohb", "BOHB's model on ASHA: TPE fitted on trials' values at the highest well-filled rung, half of the configs random")
 def _bohb(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     from studies.rung_tpe import RungTPESampler
 

@@ -109,6 +109,25 @@ def test_export_round_trip_trains_the_exported_config(finished_study):
     assert "epoch 2/2: val_loss" in trained.stdout and "val_loss = " in trained.stdout
 
 
+
+def test_train_says_first_what_it_trains_with_the_threads_of_a_trial(tmp_path):
+    from studies.space import load_space
+
+    config = tmp_path / "chosen.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"hidden": 8}, "optimizer": {"lr": 0.01, "name": "Adam"},
+        "data": {"samples": 256, "batch_size": 64}, "faults": {"fail_at_epoch": 0, "diverge": False},
+    }))  # fmt: skip
+    threads = max(int(load_space(SPACES / "tiny.py").resources.cpus), 1)  # Ray's OMP_NUM_THREADS for a trial's CPUs
+    # OMP_NUM_THREADS left empty: a count the user sets is the one a trial (and `tune train`) would take.
+    trained = tune_cli("train", SPACES / "tiny.py", "--config", config, "--max-epochs", 1, cwd=tmp_path, env={"OMP_NUM_THREADS": ""})
+    assert trained.returncode == 0, trained.stderr
+    lines = trained.stdout.splitlines()
+    assert lines[0] == f"training {SPACES / 'tiny.py'} with {config}: loading the space"
+    assert lines[1] == f"1 epoch on cpu with {threads} thread{'s' if threads != 1 else ''}, as a trial would"
+    assert "epoch 1/1: val_loss" in trained.stdout and "final metrics:" in lines and "  val_loss = " in trained.stdout
+
+
 BAD_INPUTS = {
     "missing space": (["run", "no_such_space.py"], "does not exist"),
     "unknown sampler": (["run", SPACES / "tiny.py", "--sampler", "annealing"], "unknown sampler 'annealing'"),
@@ -163,6 +182,18 @@ def test_invalid_space_modules_are_refused_clearly(tmp_path, name):
     result = tune_cli("run", tmp_path / name, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "tune_runs").exists(), "a refused space must not create a storage"
+
+
+def test_unreachable_address_is_one_line_before_any_write(tmp_path):
+    # Ray's own wait for an address nobody answers lasts minutes and ignores Ctrl-C: the timeout fails a hang.
+    storage = tmp_path / "s.db"
+    result = tune_cli("run", SPACES / "tiny.py", "--address", "127.0.0.1:1", "--storage", f"sqlite:///{storage}", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tune: error: no Ray cluster answers at --address 127.0.0.1:1"), result.stderr
+    assert "ray start --head" in lines[0]
+    assert not storage.exists(), "a refused address must not create the storage"
+    assert not (tmp_path / "tune_runs").exists()
 
 
 def test_dashboard_serves_the_study_over_http(finished_study):

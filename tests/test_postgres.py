@@ -74,7 +74,9 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
 
         wait_for(both_training, "trial of each driver running at once", there)
         kill_process_group(there)  # the other machine is lost mid-trial
-        assert here.wait(timeout=400) == 0, here.errors()
+        # 3: this driver saw the lost machine's trials orphaned as it ended, and says `tune resume` finishes them.
+        ended = here.wait(timeout=400)
+        assert ended in (0, 3), here.errors()
     finally:
         for driver in (there, here):
             if driver is not None:
@@ -84,6 +86,7 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
     lost = [t for t in shared if t.state == TrialState.RUNNING]
     assert len([t for t in shared if t.state.is_finished()]) + len(lost) == requested  # neither driver overshot
     assert all(t.user_attrs[ATTR_DRIVER].startswith(f"{OTHER_HOST}:") for t in lost), "a live driver left a trial RUNNING"
+    assert ended == 0 or lost, "exit 3 names trials to resume: there must be some"
     configs = [tuple(sorted(t.params.items())) for t in shared]
     assert len(configs) == len(set(configs)), "the two drivers ran a config twice"
 

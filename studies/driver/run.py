@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -378,6 +379,7 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
         raise StudyError(f"--max-retries must be 0 or more (got {options.max_retries})")
     if not options.checkpoint_every_s >= 0:  # NaN included
         raise StudyError(f"--checkpoint-every must be 0 (every epoch) or more seconds (got {options.checkpoint_every_s:g})")
+    check_address(options.address)
     return CheckedOptions(
         sampler_name=sampler_name,
         sampler=sampler,
@@ -385,6 +387,35 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
         resources=trial_resources(space, options),
         ray_storage=ray_storage_location(options.ray_storage),
     )
+
+
+# How long --address gets to accept a connection. A cluster's GCS answers at once; a wrong address is refused at once
+# or never (a firewall). Ray's own wait for it (ray.init) lasts minutes and takes neither Ctrl-C nor SIGTERM.
+ADDRESS_PROBE_S = 5.0
+
+
+def check_address(address: str | None) -> None:
+    """``--address`` accepts a connection at its host and port (Ray's GCS, or a ``ray://`` client server), or one line says so."""
+    if not address or address in ("auto", "local"):
+        return  # a local Ray, or Ray's own lookup of this machine's latest `ray start`
+    scheme, _, rest = address.rpartition("://")
+    if scheme not in ("", "ray"):
+        return  # another scheme is Ray's to read
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address is written [::1]:6379
+    if scheme and not host:
+        return  # ray://HOST: Ray Client's default port
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StudyError(f"--address {address} is not HOST:PORT; pass the address `ray start --head` printed, such as 10.0.0.5:6379")
+    try:
+        with socket.create_connection((host, int(port)), timeout=ADDRESS_PROBE_S):
+            pass
+    except OSError as exc:  # refused, timed out, an unknown host name, no route
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise StudyError(
+            f"no Ray cluster answers at --address {address} ({reason}); "
+            "start one with `ray start --head`, or check the address (the head's HOST:PORT that `ray start --head` printed)"
+        ) from exc
 
 
 @dataclass

@@ -77,10 +77,7 @@ def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.Bas
         if journal is not None:
             backend = optuna.storages.journal.JournalFileBackend(str(journal))
             return optuna.storages.JournalStorage(backend)
-        # Readers never create tables: a reader racing a new driver's table creation would break it.
-        storage = optuna.storages.RDBStorage(
-            url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
-        )
+        storage = _rdb_storage(url, create)
         if sqlite is not None:
             _write_ahead_log(storage.engine, switch=create)
         return storage
@@ -90,6 +87,25 @@ def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.Bas
         # Optuna wraps the database's own reason (connection refused, no such table) in its commit error.
         reason = _first_line(getattr(_storage_failure(exc), "orig", None) or exc)
         raise StorageError(f"cannot open storage {redacted(url)}: {redacted(reason)}") from exc
+
+
+# Optuna stamps a new database's schema version on every open, readers' included: a reader opening it just as a driver
+# creates it may stamp it first, and the driver's stamp then fails on the unique key. Opening again finds the stamp.
+SCHEMA_STAMP_TRIES = 3
+
+
+def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage for ``url``; readers never create tables: a reader racing a new driver's table creation would break it."""
+    import sqlalchemy.exc
+
+    for attempt in range(SCHEMA_STAMP_TRIES):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
+            )
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == SCHEMA_STAMP_TRIES - 1:
+                raise
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
