@@ -30,6 +30,21 @@ def snapshot(url, study_name="slow"):
     return optuna.load_study(study_name=study_name, storage=storage).get_trials()
 
 
+def wait_for_trials(driver, url, ready, what, timeout=240):
+    """Poll the running driver's study until ``ready(trials)`` holds; fails if the driver ends or time runs out first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert driver.poll() is None, f"the study finished before {what}; make slow.py slower"
+        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
+        try:
+            trials = snapshot(url)
+        except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # no storage, tables or study yet
+            trials = []
+        if ready(trials):
+            return
+        time.sleep(0.2)
+
+
 def test_sigkill_mid_study_then_resume(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     driver = subprocess.Popen(
@@ -38,19 +53,11 @@ def test_sigkill_mid_study_then_resume(tmp_path):
     )  # fmt: skip
     try:
         # Kill once a trial has finished and another is mid-training with a checkpoint stored.
-        deadline = time.monotonic() + 240
-        while True:
-            assert driver.poll() is None, "the study finished before it could be killed; make slow.py slower"
-            assert time.monotonic() < deadline, "no trial was mid-training within 240 s"
-            try:
-                trials = snapshot(url)
-            except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # no storage, tables or study yet
-                trials = []
-            finished = [t for t in trials if t.state.is_finished()]
-            mid = [t for t in trials if t.state == TrialState.RUNNING and "checkpoint" in t.user_attrs]
-            if finished and mid:
-                break
-            time.sleep(0.2)
+        wait_for_trials(
+            driver, url, lambda trials: any(t.state.is_finished() for t in trials)
+            and any(t.state == TrialState.RUNNING and "checkpoint" in t.user_attrs for t in trials),
+            "a trial finished and another was mid-training",
+        )  # fmt: skip
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -105,17 +112,10 @@ def test_ctrl_c_mid_study_exits_130_naming_resume(tmp_path):
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        while True:  # once a trial has reported an epoch
-            assert driver.poll() is None, "the study finished before Ctrl-C; make slow.py slower"
-            assert time.monotonic() < deadline, "no trial reported an epoch within 240 s"
-            try:
-                trials = snapshot(url)
-            except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # no storage, tables or study yet
-                trials = []
-            if [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]:
-                break
-            time.sleep(0.2)
+        wait_for_trials(
+            driver, url, lambda trials: any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials),
+            "a trial reported an epoch",
+        )  # fmt: skip
         os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: to the driver and Ray's processes
         _, stderr = driver.communicate(timeout=120)
     finally:
