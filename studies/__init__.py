@@ -17,6 +17,8 @@ The search-space module contract (one declarations-only file per project in ``se
 ``TRAINER``     a :class:`trainers.base.TrainerFamily` subclass.
 ``SAMPLER``     optional default search method, a name in :data:`studies.samplers.SAMPLERS`.
 ``HEADLINES``   optional metrics besides the objectives that the report shows next to them.
+``SEARCH``      optional ``"pareto"``: every objective searched jointly (a multi-objective study), not the first alone.
+``CONSTRAINTS`` optional ``{"metric": (low, high)}``: objectives or headlines the search keeps within a range.
 
 The export schema is ``CONFIG``: an exported trial is ``CONFIG`` with the trial's values in place.
 
@@ -27,10 +29,30 @@ Example::
     space = load_space("search_spaces/vesuvius.py")   # validated; SpaceError says what to fix
     print(space.knobs["loss_weights.dice_weight"])     # Float(low=0.1, high=0.6, ...)
 
+From Python, :func:`run` and :func:`resume` (``studies/api.py``) run a study as ``tune run`` and ``tune resume`` do
+and return the :class:`optuna.Study`::
+
+    import studies
+
+    study = studies.run("search_spaces/vesuvius.py", trials=12, seed=0)
+
 Commands (see ``tune --help``): run, resume, phases, repeat, ls, show, best, export, train, report, dashboard.
 Which module holds what, and where a new sampler, reader, figure or trainer goes: ``studies/README.md``.
 """
 
+from studies.api import resume, run
 from studies.space import Budget, Categorical, Float, Int, Objective, Resources, Space, SpaceError, load_space
 
-__all__ = ["Budget", "Categorical", "Float", "Int", "Objective", "Resources", "Space", "SpaceError", "load_space"]
+__all__ = [
+    "Budget",
+    "Categorical",
+    "Float",
+    "Int",
+    "Objective",
+    "Resources",
+    "Space",
+    "SpaceError",
+    "load_space",
+    "resume",
+    "run",
+]

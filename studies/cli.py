@@ -56,6 +56,35 @@ def _absolute_ray_path(argv: Sequence[str]) -> list[str]:
     return forwarded
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, refusing bad input in tune's one line (argparse's own prints the usage before it)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"tune: error: {message} (`{self.prog} --help` says what each option takes)\n")
+
+
+def _at_least_one(text: str) -> int:
+    """A count of trials, epochs or rows: a whole number, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of at least 1, not {text!r}")
+    return count
+
+
+def _seconds(text: str) -> float:
+    """A duration: a number of seconds above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"takes a number of seconds above 0, not {text!r}")
+    return seconds
+
+
 def _storage_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
@@ -72,9 +101,11 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="with --sampler grid: grid only these knobs (their grid= values), hold the others at --grid-base",
     )  # fmt: skip
     parser.add_argument("--grid-base", metavar="BASELINE", help="the baseline whose values the non-gridded knobs keep (default: the first)")
-    parser.add_argument("--trials", type=int, help="finished trials the study should hold (default: the space's budget)")
-    parser.add_argument("--max-epochs", type=int, help="epochs of a trial that is never pruned")
-    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop all trials after this long; resume later")
+    parser.add_argument(
+        "--trials", type=_at_least_one, help="finished trials the study should hold (default: the space's budget)"
+    )
+    parser.add_argument("--max-epochs", type=_at_least_one, help="epochs of a trial that is never pruned")
+    parser.add_argument("--time-budget", type=_seconds, metavar="SECONDS", help="stop all trials after this long; resume later")
     parser.add_argument("--address", help="an existing Ray cluster's address (default: start a local Ray)")
     parser.add_argument(
         "--ray-storage", metavar="PATH_OR_URI",
@@ -92,6 +123,20 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint-every", type=float, metavar="SECONDS",
         help="checkpoint a trial at most this often, and always at its last epoch; 0: every epoch (default 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pareto", action="store_true",
+        help="search every objective jointly (a multi-objective study; ASHA still stops trials on the first objective)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--constrain", action="append", default=[], metavar="METRIC=LOW..HIGH",
+        help="keep METRIC (an objective or a HEADLINES metric) within [LOW, HIGH]: the sampler learns to avoid configs "
+        "outside it; repeatable, laid over the space's CONSTRAINTS; either side may be empty",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log", action="append", metavar="TRACKER",
+        help="also log each trial's epochs to mlflow ($MLFLOW_TRACKING_URI, else tune_runs/mlflow.db) or wandb "
+        "($WANDB_MODE=offline works without a network); repeatable. TensorBoard files are always written, in each trial's folder",
     )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own output")
 
@@ -130,7 +175,7 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tune",
         description="Hyperparameter studies: Ray Tune schedules the trials, ASHA stops the poor ones, "
         "Optuna chooses configs and keeps every result. Ray's own `tune` subcommands "
@@ -169,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="the top trials of a study: objectives and the most important params")
     show.add_argument("study")
-    show.add_argument("--top", type=int, default=10)
+    show.add_argument("--top", type=_at_least_one, default=10, help="how many of the best trials (default 10)")
     show.add_argument(
         "--columns", metavar="all|C1,C2",
         help="columns to show: all, or a comma-separated list (default: trial, state, baseline, epochs, the objectives "
@@ -180,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     best = commands.add_parser("best", help="the best trial by any recorded metric, within bounds")
     best.add_argument("study")
+    best.add_argument(
+        "--pareto", action="store_true",
+        help="list the study's front instead: the COMPLETE trials within its constraints that no other beats in every objective",
+    )  # fmt: skip
     _selection_options(best)
     _storage_option(best)
     _format_options(best)
@@ -188,13 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("study")
     export.add_argument("--trial", type=int, help="trial number (default: the best by --by)")
     export.add_argument("-o", "--output", required=True, help="YAML file to write")
+    export.add_argument(
+        "--checkpoint", metavar="PATH",
+        help="also write the trial's best-epoch weights (a COMPLETE trial's, kept by the study) to this file; `tune train --init PATH` starts from them",
+    )  # fmt: skip
     _selection_options(export)
     _storage_option(export)
 
     train = commands.add_parser("train", help="train one config (e.g. an export) outside any study")
     train.add_argument("space")
     train.add_argument("--config", required=True, help="training YAML, e.g. from `tune export`")
-    train.add_argument("--max-epochs", type=int)
+    train.add_argument("--max-epochs", type=_at_least_one, help="epochs to train (default: the space's budget)")
+    train.add_argument("--init", metavar="PATH", help="start from these weights, e.g. from `tune export --checkpoint PATH`")
 
     report = commands.add_parser("report", help="a self-contained HTML report of a study (plotly; opens offline)")
     report.add_argument("study")
@@ -268,12 +322,31 @@ def _run_options_from(args: argparse.Namespace, study_name: str | None, **overri
         gpus_per_trial=args.gpus_per_trial,
         max_retries=MAX_RETRIES if args.max_retries is None else args.max_retries,
         checkpoint_every_s=CHECKPOINT_EVERY_S if args.checkpoint_every is None else args.checkpoint_every,
+        log=args.log,
         grid_knobs=args.grid_knobs,
         grid_base=args.grid_base,
         verbose=args.verbose,
+        pareto=args.pareto,
+        constraints=_constraints_from(args.constrain),
         command=redacted("tune " + shlex.join(sys.argv[1:])),  # stored on the study: no storage password
     )
     return RunOptions(**{**options, **overrides})
+
+
+def _constraints_from(texts: list[str]) -> dict[str, tuple[float, float]] | None:
+    """``--constrain METRIC=LOW..HIGH`` options as the ranges the search keeps metrics within; None when none is given."""
+    from studies.store.catalog import Bound
+
+    bounds = [Bound.parse(text) for text in texts]
+    return {bound.metric: (bound.low, bound.high) for bound in bounds} or None
+
+
+def _search_of(args: argparse.Namespace, study) -> dict:
+    """The search a stored study was made with (all objectives or the first, its constraints), unless the command names one."""
+    from studies.store import catalog
+
+    constraints = _constraints_from(args.constrain) or catalog.constraints_of(study)
+    return {"pareto": args.pareto or catalog.is_pareto(study), "constraints": constraints}
 
 
 def _repeat(args: argparse.Namespace) -> int:
@@ -286,23 +359,24 @@ def _repeat(args: argparse.Namespace) -> int:
 
     queue = repeat_queue(original, args.top, args.seeds)
     space = load_space(catalog.space_file_of(original, allow_changed=args.allow_changed_space))
-    options = _run_options_from(args, args.into or f"{args.study}-repeat", trials=len(queue), prune=False)
+    into = args.into or f"{args.study}-repeat"
+    options = _run_options_from(args, into, trials=len(queue), prune=False, **_search_of(args, original))  # the original's search
     repeated = run_study(space, options, queue=queue)
     print(f"\n{repeated.study_name}: each config of {args.study} over {args.seeds} new seeds")
     _print_table(spread_table(repeated))
     return 0
 
 
-def _run_space(args: argparse.Namespace, space_path: str, study_name: str | None) -> int:
+def _run_space(args: argparse.Namespace, space_path: str, study_name: str | None, **overrides) -> int:
     from studies.space import load_space
 
     space = load_space(space_path)  # before Ray is imported: a missing file is answered at once
     from studies.driver.run import run_study
     from studies.store.catalog import trials_table
 
-    study = run_study(space, _run_options_from(args, study_name))
+    study = run_study(space, _run_options_from(args, study_name, **overrides))
     table = trials_table(study, top=5)
-    summary = ["trial", "state", "baseline", "epochs", "train_s", *(o.name for o in space.objectives)]
+    summary = ["trial", "state", "feasible", "baseline", "epochs", "train_s", *(o.name for o in space.objectives)]
     name = shlex.quote(study.study_name)
     print(f"\nstudy {study.study_name}: top trials (`tune show {name} --columns all` for every metric and param)")
     _print_table(table[[c for c in summary if c in table]] if not table.empty else table)
@@ -329,13 +403,13 @@ def _next_steps(study_name: str, storage: str | None) -> str:
     return "\n".join(lines)
 
 
-def _run_phases(args: argparse.Namespace, space_path: str, prefix: str | None, phases: list[str] | None) -> int:
+def _run_phases(args: argparse.Namespace, space_path: str, prefix: str | None, phases: list[str] | None, **overrides) -> int:
     from studies.space import load_space
 
     space = load_space(space_path)  # before Ray is imported: a missing file is answered at once
     from studies.driver.phases import run_phases
 
-    run_phases(space, _run_options_from(args, prefix), phases=phases)
+    run_phases(space, _run_options_from(args, prefix, **overrides), phases=phases)
     return 0
 
 
@@ -350,9 +424,10 @@ def _resume(args: argparse.Namespace) -> int:
     study = catalog.load_study(args.study, args.storage)
     space_path = catalog.space_file_of(study, allow_changed=args.allow_changed_space)  # checked before it is imported
     phase = study.user_attrs.get(STUDY_PHASE)
+    search = _search_of(args, study)
     if phase:  # a phase holds its settings and starts from the previous phase's best: `tune phases` knows how
-        return _run_phases(args, space_path, phase["prefix"], [phase["phase"]])
-    return _run_space(args, space_path, args.study)
+        return _run_phases(args, space_path, phase["prefix"], [phase["phase"]], **search)
+    return _run_space(args, space_path, args.study, **search)
 
 
 def _phases(args: argparse.Namespace) -> int:
@@ -389,7 +464,7 @@ def _shown_columns(study, table, columns: str | None, complete):
     if columns is None:
         objectives = [name for name, _ in catalog.objectives_of(study)]
         important = catalog.important_params(study, SHOWN_PARAMS, complete)
-        chosen = ["trial", "state", "baseline", "epochs", *objectives, *important, "fail_reason"]
+        chosen = ["trial", "state", "feasible", "baseline", "epochs", *objectives, *important, "fail_reason"]
         return table[[c for c in dict.fromkeys(chosen) if c in table]]
     chosen = [c.strip() for c in columns.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in table]
@@ -409,6 +484,8 @@ def _selected(args: argparse.Namespace):
 
 
 def _best(args: argparse.Namespace) -> int:
+    if args.pareto:
+        return _front(args)
     study, trial = _selected(args)
     if args.output_format == "json":
         from studies.store.catalog import trial_record
@@ -425,12 +502,39 @@ def _best(args: argparse.Namespace) -> int:
     return 0
 
 
+def _front(args: argparse.Namespace) -> int:
+    """``tune best STUDY --pareto``: every trial of the study's front, best first by the first objective."""
+    import pandas as pd
+    from optuna.trial import TrialState
+
+    from studies.errors import UserInputError
+    from studies.store import catalog
+
+    if args.by or args.where or args.maximize is not None:
+        raise UserInputError("--pareto lists the whole front; drop --by, --where, --maximize and --minimize (or drop --pareto)")
+    study = catalog.load_study(args.study, args.storage)
+    complete = catalog.stored_trials(study, (TrialState.COMPLETE,))  # read once: for the front and for the params that matter
+    front = catalog.pareto_trials(study, complete)
+    table = pd.DataFrame([catalog.trial_row(trial) for trial in front])
+    if not args.output_format:
+        name = shlex.quote(study.study_name)
+        front_is = "COMPLETE trial(s) within its constraints that no other trial beats in every objective"
+        print(f"study {study.study_name}'s front: {len(front)} {front_is}")
+        print(f"(`tune export {name} --trial N -o FILE` writes one's training YAML)")
+    shown = _shown_columns(study, table, None if args.output_format is None else "all", complete)
+    _print_table(shown, args.output_format, empty="(no COMPLETE trial within its constraints yet)")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from studies.store.export import write_export
+    from studies.store.storage import artifacts_folder
 
     study, trial = _selected(args)
-    path = write_export(study, trial, args.output)
+    path = write_export(study, trial, args.output, args.checkpoint, artifacts_folder(args.storage))
     print(f"wrote trial {trial.number} of {study.study_name} to {path}")
+    if args.checkpoint:
+        print(f"wrote its best epoch's weights to {args.checkpoint}")
     return 0
 
 
@@ -455,15 +559,22 @@ def _train(args: argparse.Namespace) -> int:
         raise SpaceError(f"cannot read --config {args.config}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(config, dict):
         raise SpaceError(f"--config {args.config} is not a YAML mapping of training settings")
+    if args.init and not Path(args.init).is_file():
+        raise SpaceError(f"--init {args.init} is not a file; pass the weights `tune export --checkpoint PATH` wrote")
     print(f"training {args.space} with {args.config}: loading the space", flush=True)  # importing it takes torch's seconds
     space = load_space(args.space)
+    space.check_training_config(config, f"--config {args.config}")
+    from trainers.base import WeightsMismatch, checkpoint_weights, fit
+
+    try:
+        initial_weights = checkpoint_weights(args.init) if args.init else None
+    except ValueError as exc:
+        raise SpaceError(f"--init: {exc}; pass the weights `tune export --checkpoint PATH` wrote") from exc
     max_epochs = args.max_epochs or space.budget.max_epochs
     threads = _trial_threads(space.resources.cpus)
     device = "a GPU where torch finds one" if space.resources.gpus else "cpu"
     print(f"{max_epochs} epoch{'s' if max_epochs != 1 else ''} on {device} with {threads} thread{'s' if threads != 1 else ''}, as a trial would", flush=True)
     import torch
-
-    from trainers.base import fit
 
     torch.set_num_threads(threads)  # a trial's worker has its CPUs' threads; torch's default, every core, oversubscribes
 
@@ -472,7 +583,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"epoch {int(metrics['epoch'])}/{max_epochs}: {shown}", flush=True)
 
     accelerator = "auto" if space.resources.gpus else "cpu"  # as a trial: a space without GPUs trains on CPU
-    metrics = fit(space.trainer(), config, max_epochs=max_epochs, report=report, accelerator=accelerator)
+    try:
+        metrics = fit(
+            space.trainer(), config, max_epochs=max_epochs, report=report, accelerator=accelerator, initial_weights=initial_weights
+        )
+    except WeightsMismatch as exc:
+        raise SpaceError(f"--init {args.init}: {exc}; pass the weights exported with this config") from exc
     print("final metrics:")
     for name, value in sorted(metrics.items()):
         print(f"  {name} = {value:.6g}")
@@ -498,14 +614,16 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from studies.dashboard import checked_host, serve
-    from studies.store.storage import default_url, open_storage, redacted
+    from studies.dashboard import checked_host, checked_port, serve
+    from studies.store.storage import artifact_store, default_url, open_storage, redacted
 
     checked_host(args.host, args.expose_unauthenticated_api)
     storage = open_storage(args.storage, create=False)
+    checked_port(args.host, args.port)
     url = redacted(args.storage or default_url())
     print(f"optuna-dashboard for {url} at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    serve(storage, host=args.host, port=args.port, expose=args.expose_unauthenticated_api)
+    artifacts = artifact_store(args.storage, create=False)
+    serve(storage, host=args.host, port=args.port, expose=args.expose_unauthenticated_api, artifacts=artifacts)
     return 0
 
 

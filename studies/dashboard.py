@@ -10,6 +10,7 @@ points its own host name at 127.0.0.1 (DNS rebinding) reaches the port but is re
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any, Callable, Iterable
 
 from studies.errors import UserInputError
@@ -42,6 +43,19 @@ def checked_host(host: str, expose: bool) -> str:
     return host
 
 
+def checked_port(host: str, port: int) -> int:
+    """``port`` once ``host`` can listen on it, so that a port in use is one line before anything is served."""
+    address = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a port closed moments ago is free
+        try:
+            probe.bind((address, port))
+        except (OSError, OverflowError) as exc:  # in use, not this machine's address, or no port number at all
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise DashboardError(f"cannot serve on {host}:{port}: {reason}; pass --port with another port") from exc
+    return port
+
+
 def local_hosts_only(app: Callable, host: str, port: int) -> Callable:
     """``app`` answering only requests whose ``Host`` header names this machine: 403 for any other (DNS rebinding)."""
     bound = f"[{host.strip('[]')}]" if ":" in host else host
@@ -57,12 +71,13 @@ def local_hosts_only(app: Callable, host: str, port: int) -> Callable:
     return guarded
 
 
-def serve(storage, host: str, port: int, expose: bool = False) -> None:
-    """Serve optuna-dashboard on ``storage`` until Ctrl-C, with the Host check unless the API is exposed."""
+def serve(storage, host: str, port: int, expose: bool = False, artifacts=None) -> None:
+    """Serve optuna-dashboard on ``storage`` until Ctrl-C, with the Host check unless the API is exposed;
+    ``artifacts`` (an Optuna artifact store) lets it list and download each trial's best-epoch weights."""
     import bottle
     from optuna_dashboard import wsgi
 
     checked_host(host, expose)
-    app = wsgi(storage)
+    app = wsgi(storage, artifact_store=artifacts)
     # Exposed, it is reached by whatever name the network gives this machine: the Host header proves nothing there.
     bottle.run(app=app if expose else local_hosts_only(app, host, port), host=host, port=port)

@@ -27,13 +27,23 @@ def checked_name(name: str, what: str = "study name", fix: str = "pass --study N
 
 
 def checked_output(output: str | Path) -> Path:
-    """``output`` as a Path, once its folder exists and it can be written there."""
+    """``output`` as a Path, once its folder exists and a file can be written there (checked by making one that vanishes)."""
     path = Path(output)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"cannot write {output}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if path.exists() and not path.is_file():  # replacing a folder fails; replacing a device (as root) would break it
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise OutputError(f"cannot write {output}: it is {kind}; pass a file path")
+    if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write {output}: permission denied; choose another -o path")
+    # The one sure test: modes do not bind root, and /proc or a read-only mount refuse a file whatever they say.
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise OutputError(f"cannot write {output}: {reason} in {folder}; choose another -o path") from exc
     return path
 
 

@@ -18,8 +18,12 @@ ATTR_DRIVER = "driver"
 ATTR_REPEAT_OF = "repeat_of"  # in a repeat study: the original trial this one re-trains with a new seed
 ATTR_BEST_EPOCH = "best_epoch"
 ATTR_BEST_EPOCH_METRICS = "best_epoch_metrics"
+ATTR_BEST_CHECKPOINT = "best_checkpoint"  # a COMPLETE trial's best-epoch weights: the id of its Optuna artifact
 ATTR_TRAINING_CONFIG = "training_config"  # the full nested config as JSON: what `tune export` writes
 METRIC_PREFIX = "metric."  # final value of each reported metric: metric.val_loss, metric.dice, ...
+# Trial system attributes (hidden from the dashboard's columns).
+# + an epoch -> every objective's value there, in OBJECTIVES order: a Pareto study's curves (Optuna's trial.report takes one)
+EPOCH_VALUES_PREFIX = "epoch_values:"
 RESULT_ERROR = "trial_error"
 RESULT_TRACEBACK = "trial_traceback"
 RESULT_DEVICE = "device"
@@ -37,6 +41,9 @@ STUDY_BASELINES_QUEUED = "baselines_enqueued"
 STUDY_CREATED_BY = "created_by"
 STUDY_TRIALS_REQUESTED = "trials_requested"  # the last --trials asked for: what `tune resume` completes
 STUDY_ASHA = "asha"  # {"max_epochs", "grace_period", "reduction_factor"} of the last run: where the rungs are
-# Study system attributes.
+# {metric: [low, high]} (null for an open side) the search keeps within; each trial's violations are Optuna's `constraints`
+STUDY_CONSTRAINTS = "constraints"
+STUDY_SETTINGS_STORED = "settings_stored"  # written last when a study is made: one without it was left half-made
 STUDY_PHASE = "phase"  # {"prefix", "phase"} of a `tune phases` study: `tune resume` runs that phase again
+# Study system attributes.
 STUDY_HEARTBEAT_PREFIX = "heartbeat:"  # + a driver's host:pid -> [unix time of its last beat, its beat interval in seconds]

@@ -56,19 +56,24 @@ class SearchMethod:
     name: str
     summary: str  # one line, shown by `tune run --help` and the README's table
     build: Factory
+    pareto: bool = False  # searches several objectives jointly (a Pareto study), not only the first
 
 
 SAMPLERS: dict[str, SearchMethod] = {}
 DEFAULT_SAMPLER = "bohb"  # measured in benchmarks/RESULTS.md, "Search quality"
+# TPE's multi-objective mode: NSGA-II draws its whole first generation (50 configs) at random, most of a default budget.
+PARETO_SAMPLER = "tpe"
 
 
-def register(name: str, summary: str) -> Callable[[Factory], Factory]:
-    """Add a search method under ``name`` (a decorator of its factory); a name already taken is refused."""
+def register(name: str, summary: str, pareto: bool = False) -> Callable[[Factory], Factory]:
+    """Add a search method under ``name`` (a decorator of its factory); a name already taken is refused.
+
+    ``pareto``: the sampler it builds searches a multi-objective study (Optuna's ``directions``) jointly."""
 
     def add(factory: Factory) -> Factory:
         if name in SAMPLERS and SAMPLERS[name].build is not factory:
             raise SamplerError(f"search method {name!r} is already registered; register yours under another name")
-        SAMPLERS[name] = SearchMethod(name, summary, factory)
+        SAMPLERS[name] = SearchMethod(name, summary, factory, pareto)
         return factory
 
     return add
@@ -77,6 +82,19 @@ def register(name: str, summary: str) -> Callable[[Factory], Factory]:
 def check_name(name: str) -> None:
     if name not in SAMPLERS:
         raise SamplerError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+
+
+def method_for(asked: str | None, declared: str, pareto: bool) -> str:
+    """The search method of a run: ``--sampler`` if given, else the space's; a Pareto search takes :data:`PARETO_SAMPLER`
+    where the space's method searches one objective, and refuses a ``--sampler`` that does."""
+    name = asked or declared
+    check_name(name)
+    if not pareto or SAMPLERS[name].pareto:
+        return name
+    if asked:
+        joint = ", ".join(method.name for method in SAMPLERS.values() if method.pareto)
+        raise SamplerError(f"--sampler {asked} searches one objective; a Pareto search takes one of {joint}")
+    return PARETO_SAMPLER
 
 
 def make_sampler(name: str, space: Space, settings: SamplerSettings = SamplerSettings()) -> optuna.samplers.BaseSampler:
@@ -101,7 +119,7 @@ def hold(sampler: optuna.samplers.BaseSampler, values: dict[str, Any] | None) ->
         return optuna.samplers.PartialFixedSampler(values, sampler)
 
 
-@register("tpe", "Optuna's TPE with constant liar: parallel trials are not proposed the same config")
+@register("tpe", "Optuna's TPE with constant liar: parallel trials are not proposed the same config", pareto=True)
 def _tpe(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     import optuna
 
@@ -115,14 +133,14 @@ def _bohb(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSample
     return RungTPESampler(seed=settings.seed)
 
 
-@register("random", "independent uniform draws: the baseline every model-based method must beat")
+@register("random", "independent uniform draws: the baseline every model-based method must beat", pareto=True)
 def _random(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     import optuna
 
     return optuna.samplers.RandomSampler(seed=settings.seed)
 
 
-@register("grid", "every grid= value of every knob (or of --grid-knobs, the rest held at --grid-base)")
+@register("grid", "every grid= value of every knob (or of --grid-knobs, the rest held at --grid-base)", pareto=True)
 def _grid(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     import optuna
 
@@ -143,14 +161,14 @@ def _cmaes(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampl
     return optuna.samplers.CmaEsSampler(seed=settings.seed, warn_independent_sampling=False)
 
 
-@register("gp", "Optuna's Gaussian-process sampler: few, expensive trials")
+@register("gp", "Optuna's Gaussian-process sampler: few, expensive trials", pareto=True)
 def _gp(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     import optuna
 
     return optuna.samplers.GPSampler(seed=settings.seed)
 
 
-@register("nsga2", "Optuna's NSGA-II genetic search")
+@register("nsga2", "Optuna's NSGA-II genetic search", pareto=True)
 def _nsga2(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     import optuna
 

@@ -16,6 +16,11 @@ A search-space module (one file per project in ``search_spaces/``) is declaratio
                 number above 1 trains with DDP over that many GPUs; ``workers=`` DDP on CPU processes).
 ``TRAINER``     a ``trainers.base.TrainerFamily`` subclass: what trains one config.
 ``SAMPLER``     optional, the default search method: a name in :data:`studies.samplers.SAMPLERS`.
+``SEARCH``      optional: ``"first"`` (the default: the first objective drives the search) or ``"pareto"`` (all
+                ``OBJECTIVES`` searched jointly: the Optuna study gets one direction per objective).
+``CONSTRAINTS`` optional metrics the search keeps within a range, ``{"predicted_fg_fraction": (0.3, 0.7)}``
+                (``None`` for an open side), each an objective or a ``HEADLINES`` metric: the sampler learns to
+                avoid configs outside them, and ``tune best`` and ``export`` pick among the trials within them.
 ``HEADLINES``   optional metric names the log judged by besides the objectives (``["test_loss"]``): stored
                 on the study, the report shows them beside the objectives.
 ``PHASES``      optional fine-tuning stages, ``{name: {"dotted.knob": value}}`` in the order they run, with
@@ -43,8 +48,10 @@ import hashlib
 import importlib.util
 import json
 import math
+import numbers
+import reprlib
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -60,6 +67,16 @@ class SpaceError(UserInputError):
     """A search-space module that cannot be used; the message says what to fix."""
 
 
+def of_type(value: Any, example: Any) -> bool:
+    """Whether ``value`` is of ``example``'s type: an int goes where a float does, a bool never goes for a number."""
+    if isinstance(value, bool) or isinstance(example, bool):
+        return isinstance(value, bool) and isinstance(example, bool)
+    for kind in (numbers.Integral, numbers.Real):
+        if isinstance(example, kind):
+            return isinstance(value, kind)
+    return isinstance(value, type(example))
+
+
 @dataclass(frozen=True)
 class Float:
     low: float
@@ -68,6 +85,11 @@ class Float:
     step: float | None = None
     when: Mapping[str, Any] | None = None
     grid: Sequence[float] | None = None  # the values `--sampler grid` tries
+
+    expected = "float"
+
+    def takes(self, value: Any) -> bool:
+        return of_type(value, 0.0)
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
         from optuna.distributions import FloatDistribution
@@ -87,6 +109,11 @@ class Int:
     when: Mapping[str, Any] | None = None
     grid: Sequence[int] | None = None
 
+    expected = "int"
+
+    def takes(self, value: Any) -> bool:
+        return of_type(value, 0)
+
     def distribution(self) -> optuna.distributions.BaseDistribution:
         from optuna.distributions import IntDistribution
 
@@ -105,6 +132,13 @@ class Categorical:
     def grid(self) -> Sequence[Any]:
         return self.choices
 
+    @property
+    def expected(self) -> str:
+        return " or ".join(sorted({type(choice).__name__ for choice in self.choices}))
+
+    def takes(self, value: Any) -> bool:
+        return any(of_type(value, choice) for choice in self.choices)
+
     def distribution(self) -> optuna.distributions.BaseDistribution:
         from optuna.distributions import CategoricalDistribution
 
@@ -116,6 +150,24 @@ class Categorical:
 
 Knob = Float | Int | Categorical
 DIRECTIONS = ("minimize", "maximize")
+SEARCHES = ("first", "pareto")  # the first objective alone drives the search, or every objective jointly
+
+Constraints = dict[str, tuple[float, float]]
+"""Metrics a study's search keeps within [low, high], by name (±inf for an open side): ``{"predicted_fg_fraction": (0.3, 0.7)}``."""
+
+
+def constraint_problem(metric: str, low: float, high: float, declared: Sequence[str]) -> str | None:
+    """What is wrong with keeping ``metric`` within [low, high] in a space that declares the metrics ``declared``; None if nothing."""
+    if metric not in declared:
+        return (
+            f"bounds {metric}, which is neither an objective nor a HEADLINES metric of the space; "
+            f"bound one of {', '.join(declared)}, or declare {metric} in the space's HEADLINES"
+        )
+    if not low <= high:  # NaN included
+        return f"bounds {metric} to the empty range {low:g}..{high:g}; give LOW <= HIGH"
+    if math.isinf(low) and math.isinf(high):
+        return f"bounds {metric} on neither side; give LOW, HIGH or both"
+    return None
 
 
 @dataclass(frozen=True)
@@ -174,6 +226,10 @@ class Resources:
 
     def problem(self) -> str | None:
         """What is wrong with these resources, in one line; None when they can be used."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        not_numbers = [f"{name}={value!r}" for name, value in given.items() if not of_type(value, 0.0)]
+        if not_numbers:
+            return f"takes numbers, not {', '.join(not_numbers)}"
         if not (self.cpus > 0 and math.isfinite(self.cpus)):
             return f"needs cpus > 0 per process (got {self.cpus})"
         if not (self.gpus >= 0 and math.isfinite(self.gpus)):
@@ -203,6 +259,8 @@ class Space:
     trainer: type
     sampler: str = DEFAULT_SAMPLER
     headlines: list[str] = field(default_factory=list)
+    search: str = "first"  # one of SEARCHES
+    constraints: Constraints = field(default_factory=dict)
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     warm_start: str | None = None  # the fixed CONFIG path a phase's starting weights go to
     module: ModuleType | None = field(default=None, repr=False)
@@ -229,6 +287,11 @@ class Space:
     def objective(self, name: str) -> Objective | None:
         return next((o for o in self.objectives if o.name == name), None)
 
+    @property
+    def declared_metrics(self) -> list[str]:
+        """The metrics the space names: its objectives, then its HEADLINES (what a constraint may bound)."""
+        return [o.name for o in self.objectives] + self.headlines
+
     def active(self, name: str, params: Mapping[str, Any]) -> bool:
         """Whether a conditional knob is searched, given the values chosen so far."""
         when = self.knobs[name].when or {}
@@ -246,6 +309,25 @@ class Space:
         """The full nested training config: fixed values, and the knobs' values at their places."""
         values = {**self.fixed, **params}
         return nest(values, order=flatten(self.config).keys())
+
+    def check_training_config(self, config: Mapping[str, Any], source: str) -> None:
+        """A training config this space's trainer can take (``tune train --config``), or :class:`SpaceError` naming ``source``.
+
+        Its keys are those of the trainer's ``DEFAULTS`` (of ``CONFIG`` for a trainer without them), sections are
+        mappings, each knob's value has the knob's type, and the trainer's own checks pass.
+        """
+        from trainers.base import resolve_config
+
+        try:
+            resolve_config(config, self.config if self.trainer.DEFAULTS is None else self.trainer.DEFAULTS)
+            given = flatten(config)
+            for name, knob in self.knobs.items():
+                if name in given and not knob.takes(given[name]):
+                    value = given[name]
+                    raise TypeError(f"config key {name} is {value!r}, a {type(value).__name__}; the knob takes {knob.expected}")
+            self.trainer().resolve(config)
+        except (ValueError, TypeError) as exc:  # resolve's words: unknown keys, values in place of sections, the family's checks
+            raise SpaceError(f"{source}: {exc}") from exc
 
     def grid(self, only: Sequence[str] | None = None) -> dict[str, list[Any]]:
         """The grid ``--sampler grid`` walks: every knob's ``grid=`` values, or only those of the knobs named."""
@@ -319,6 +401,10 @@ def load_module(path: str | Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:  # exit 0 would end `tune` as if it had run
+        raise SpaceError(
+            f"search space {path.name} called sys.exit({exc.code!r}) on import; a search space only declares: remove it"
+        ) from exc
     except Exception as exc:  # the user's file: any error is reported in one line
         raise SpaceError(f"search space {path.name} failed to import: {type(exc).__name__}: {exc}") from exc
     return module
@@ -344,15 +430,22 @@ def load_space(path: str | Path) -> Space:
         raise SpaceError(f"{where}: CONFIG has no knob; mark what to search with Float, Int or Categorical")
     for name, knob in knobs.items():
         _check_knob(where, name, knob, knobs)
-    objectives = list(module.OBJECTIVES)
+    objectives = list(module.OBJECTIVES) if isinstance(module.OBJECTIVES, (list, tuple)) else []
     if not objectives or not all(isinstance(o, Objective) for o in objectives):
-        raise SpaceError(f"{where}: OBJECTIVES must be a non-empty list of Objective(name, direction)")
+        raise SpaceError(
+            f"{where}: OBJECTIVES must be a non-empty list of Objective(name, direction) (got {reprlib.repr(module.OBJECTIVES)})"
+        )
     for objective in objectives:
+        if not (isinstance(objective.name, str) and objective.name):
+            raise SpaceError(f"{where}: an objective's name is the metric it reads, such as 'val_loss' (got {objective.name!r})")
         if objective.direction not in DIRECTIONS:
             raise SpaceError(f"{where}: objective {objective.name} has direction {objective.direction!r}; use minimize or maximize")
     budget = module.BUDGET
     if not isinstance(budget, Budget):
         raise SpaceError(f"{where}: BUDGET must be Budget(max_epochs=..., grace_period=..., reduction_factor=..., trials=...)")
+    not_counts = [f"{f.name}={getattr(budget, f.name)!r}" for f in fields(budget) if not of_type(getattr(budget, f.name), 0)]
+    if not_counts:
+        raise SpaceError(f"{where}: BUDGET takes whole numbers, not {', '.join(not_counts)}")
     if not (1 <= budget.grace_period <= budget.max_epochs) or budget.reduction_factor < 2 or budget.trials < 1:
         raise SpaceError(
             f"{where}: BUDGET needs 1 <= grace_period <= max_epochs, reduction_factor >= 2 and trials >= 1 (got {budget})"
@@ -368,14 +461,21 @@ def load_space(path: str | Path) -> Space:
     if not (isinstance(trainer, type) and issubclass(trainer, TrainerFamily)):
         raise SpaceError(f"{where}: TRAINER must be a trainers.base.TrainerFamily subclass (got {trainer!r})")
     sampler = getattr(module, "SAMPLER", DEFAULT_SAMPLER)
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise SpaceError(f"{where}: SAMPLER {sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
-    baselines = {name: flatten(values) for name, values in getattr(module, "BASELINES", {}).items()}
+    declared_baselines = getattr(module, "BASELINES", {})
+    if not (isinstance(declared_baselines, Mapping) and all(isinstance(each, Mapping) for each in declared_baselines.values())):
+        shown = reprlib.repr(declared_baselines)
+        raise SpaceError(f"{where}: BASELINES must be {{name: {{knob: value}}}}, the log's configs by its names (got {shown})")
+    baselines = {name: flatten(values) for name, values in declared_baselines.items()}
     for name, values in baselines.items():
         _check_settings(where, f"baseline {name!r}", values, knobs)
-    headlines = list(getattr(module, "HEADLINES", []))
-    if not all(isinstance(name, str) and name for name in headlines):
-        raise SpaceError(f"{where}: HEADLINES must be a list of metric names (got {headlines!r})")
+    headlines = getattr(module, "HEADLINES", [])
+    if not (isinstance(headlines, (list, tuple)) and all(isinstance(name, str) and name for name in headlines)):
+        raise SpaceError(f"{where}: HEADLINES must be a list of metric names (got {reprlib.repr(headlines)})")
+    headlines = list(headlines)
+    search = _search(where, module, objectives, sampler)
+    constraints = _constraints(where, module, [o.name for o in objectives] + headlines)
     phases, warm_start = _phases(where, module, knobs, fixed)
     return Space(
         name=path.stem,
@@ -390,6 +490,8 @@ def load_space(path: str | Path) -> Space:
         trainer=trainer,
         sampler=sampler,
         headlines=headlines,
+        search=search,
+        constraints=constraints,
         phases=phases,
         warm_start=warm_start,
         module=module,
@@ -401,9 +503,51 @@ def _check_settings(where: str, owner: str, values: Mapping[str, Any], knobs: Ma
     for knob_name, value in values.items():
         if knob_name not in knobs:
             raise SpaceError(f"{where}: {owner} sets {knob_name}, which is not a knob in CONFIG")
-        distribution = knobs[knob_name].distribution()
+        knob = knobs[knob_name]
+        if not knob.takes(value):
+            raise SpaceError(
+                f"{where}: {owner} sets {knob_name}={value!r}, a {type(value).__name__}; the knob takes {knob.expected}"
+            )
+        if isinstance(knob, Categorical):
+            if not any(of_type(value, choice) and value == choice for choice in knob.choices):
+                raise SpaceError(f"{where}: {owner} sets {knob_name}={value!r}, not one of the knob's choices; add it to them")
+            continue
+        distribution = knob.distribution()
         if not distribution._contains(distribution.to_internal_repr(value)):
             raise SpaceError(f"{where}: {owner} sets {knob_name}={value!r}, outside the knob's range; widen the range to span it")
+
+
+def _search(where: str, module: ModuleType, objectives: Sequence[Objective], sampler: str) -> str:
+    """``SEARCH``, validated: a Pareto search needs two objectives, and a declared SAMPLER that searches them jointly."""
+    search = getattr(module, "SEARCH", "first")
+    if search not in SEARCHES:
+        raise SpaceError(f'{where}: SEARCH {search!r} is unknown; use "first" (the first objective drives it) or "pareto"')
+    if search == "pareto" and len(objectives) < 2:
+        raise SpaceError(f'{where}: SEARCH = "pareto" needs two or more OBJECTIVES; it declares {objectives[0].name} only')
+    if search == "pareto" and hasattr(module, "SAMPLER") and not SAMPLERS[sampler].pareto:
+        joint = ", ".join(method.name for method in SAMPLERS.values() if method.pareto)
+        raise SpaceError(f'{where}: SAMPLER {sampler!r} searches one objective; SEARCH = "pareto" takes one of {joint}')
+    return search
+
+
+def _constraints(where: str, module: ModuleType, declared: Sequence[str]) -> Constraints:
+    """``CONSTRAINTS``, validated: each a declared metric with a range ``(LOW, HIGH)``, ``None`` for an open side."""
+    given = getattr(module, "CONSTRAINTS", {})
+    shape = f'{where}: CONSTRAINTS must map a metric to (LOW, HIGH), None for an open side, e.g. {{"predicted_fg_fraction": (0.3, 0.7)}}'
+    if not isinstance(given, Mapping):
+        raise SpaceError(f"{shape} (got {given!r})")
+    constraints: Constraints = {}
+    for metric, limits in given.items():
+        numbers = isinstance(limits, (tuple, list)) and len(limits) == 2
+        if not numbers or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in limits):
+            raise SpaceError(f"{shape} (got {metric!r}: {limits!r})")
+        low = -math.inf if limits[0] is None else float(limits[0])
+        high = math.inf if limits[1] is None else float(limits[1])
+        problem = constraint_problem(str(metric), low, high, declared)
+        if problem:
+            raise SpaceError(f"{where}: CONSTRAINTS {problem}")
+        constraints[str(metric)] = (low, high)
+    return constraints
 
 
 def _phases(where: str, module: ModuleType, knobs: Mapping[str, Knob], fixed: Mapping[str, Any]) -> tuple[dict, str | None]:
@@ -414,7 +558,7 @@ def _phases(where: str, module: ModuleType, knobs: Mapping[str, Knob], fixed: Ma
     if not isinstance(declared, Mapping) or not declared:
         raise SpaceError(f"{where}: PHASES must be {{name: {{knob: value}}}} in the order the phases run (got {declared!r})")
     warm_start = getattr(module, "WARM_START", None)
-    if warm_start not in fixed:
+    if not isinstance(warm_start, str) or warm_start not in fixed:
         raise SpaceError(f"{where}: WARM_START must name a fixed value of CONFIG: the path of the starting weights (got {warm_start!r})")
     phases = {}
     for name, settings in declared.items():
@@ -426,7 +570,13 @@ def _phases(where: str, module: ModuleType, knobs: Mapping[str, Knob], fixed: Ma
 
 
 def _check_knob(where: str, name: str, knob: Knob, knobs: Mapping[str, Knob]) -> None:
+    if knob.when is not None and not isinstance(knob.when, Mapping):
+        raise SpaceError(
+            f"{where}: knob {name} takes when={{knob: value}}, an earlier knob's value (got {reprlib.repr(knob.when)})"
+        )
     if isinstance(knob, (Float, Int)):
+        if not (knob.takes(knob.low) and knob.takes(knob.high)):
+            raise SpaceError(f"{where}: knob {name} needs low and high of type {knob.expected} (got {knob.low!r}, {knob.high!r})")
         if not (math.isfinite(knob.low) and math.isfinite(knob.high) and knob.low < knob.high):
             raise SpaceError(f"{where}: knob {name} needs low < high (got {knob.low}, {knob.high})")
         if knob.log and knob.low <= 0:
@@ -435,7 +585,7 @@ def _check_knob(where: str, name: str, knob: Knob, knobs: Mapping[str, Knob]) ->
         raise SpaceError(f"{where}: knob {name} has no choices")
     try:
         knob.distribution()
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # Optuna's own checks: a step that does not divide the range, choices that are no list
         raise SpaceError(f"{where}: knob {name} is invalid: {exc}") from exc
     order = list(knobs)
     for parent in knob.when or {}:

@@ -61,6 +61,21 @@ def tune_cli(*args, cwd, env=None, timeout=300, check=False):
     return result
 
 
+def refusal(capsys, *args) -> str:
+    """`tune ARGS` run in this process (spaces and torch already imported: no interpreter to start), which must refuse
+    as the CLI promises: exit 2 and one line `tune: error: ...` on stderr. Returns that line."""
+    from studies.cli import main
+
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exited:  # argparse's refusals exit
+        code = exited.code
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tune: error: "), f"exit {code}:\n{stderr}"
+    return lines[0]
+
+
 def kill_process_group(driver: subprocess.Popen) -> None:
     """SIGKILL a driver started with ``start_new_session``: the driver and the Ray processes it started."""
     try:

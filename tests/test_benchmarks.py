@@ -15,7 +15,7 @@ from conftest import REPO
 
 from studies.report.png import browser_path
 
-SECTIONS = ("efficiency", "search_quality", "storage_scale", "trainers")
+SECTIONS = ("efficiency", "search_quality", "storage_scale", "trainers", "pareto")
 CONTRACT = {"TITLE": r"^TITLE\b", "measure": r"^def measure\(", "table": r"^def table\(", "plots": r"^def plots\("}
 MUST_PLOT = ("efficiency", "search_quality")  # the issue asks for a plot of the efficiency and regret comparisons
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -189,3 +189,20 @@ def test_search_quality_runs_every_method_on_every_family_at_three_budget_fracti
     text = section_text(results, record(out, "search_quality")["title"])
     for family in families:
         assert f"{family}: " in text  # the targets, judged family by family
+
+
+def test_pareto_runs_both_vesuvius_searches_and_scores_them_against_one_reference(smoke_run):
+    from benchmarks.pareto import SEARCHES, SMOKE_TRIALS
+
+    results, out = smoke_run
+    rows = record(out, "pareto")["rows"]
+    assert [row["search"] for row in rows] == list(SEARCHES)
+    for row in rows:
+        assert row["whole"]["complete"] + row["pruned"] + row["fail"] == SMOKE_TRIALS and row["fail"] == 0
+        for part in (row["equal"], row["whole"]):
+            assert len(part["front"]) <= part["feasible_complete"] <= part["complete"]
+            assert (part["hypervolume"] is None) == (row["reference"] is None)
+        assert row["equal"]["epochs"] <= min(other["whole"]["epochs"] for other in rows)  # scored at the epochs both trained
+        assert row["reference"] == rows[0]["reference"]  # one reference point for both studies: their hypervolumes compare
+    text = section_text(results, record(out, "pareto")["title"])
+    assert all(name in text for name in SEARCHES.values())

@@ -16,6 +16,7 @@ from ray.tune.search import Searcher
 
 from studies.driver.bridge import Counts, OptunaBridge, driver_id, model_metrics
 from studies.space import Objective, load_space
+from studies.store.catalog import epoch_values, feasible
 from studies.store.storage import open_storage
 
 MAX_EPOCHS = 4
@@ -321,11 +322,10 @@ def test_an_orphan_goes_on_in_the_same_trial_from_its_checkpoint_epoch(db, study
     bridge.on_trial_complete("ray_1", result(4, 0.25))
     (trial,) = stored()
     assert trial.number == frozen.number and trial.state == TrialState.COMPLETE and trial.value == 0.25
-    assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
-    assert trial.intermediate_values[4] == 0.25 and trial.intermediate_values[2] == 0.4
+    assert trial.intermediate_values == {1: 0.5, 2: 0.4, 3: 0.3, 4: 0.25}  # epoch 3 as it was trained again
     attrs = trial.user_attrs
     assert (attrs["continued_at_epoch"], attrs["epochs"]) == (3, 4)
-    assert attrs["train_seconds"] == 4 * EPOCH_SECONDS  # two epochs before the checkpoint, two after
+    assert attrs["train_seconds"] == 5 * EPOCH_SECONDS  # three epochs before the driver was lost, two after
     assert attrs["driver"] == driver_id()
     assert bridge.counts.complete == 1 and bridge.counts.running == 0
 
@@ -348,6 +348,7 @@ def test_an_orphan_that_had_trained_every_epoch_is_told_complete_without_a_secon
     assert trial.state == TrialState.COMPLETE and trial.value == 0.2
     assert trial.intermediate_values == {1: 0.5, 2: 0.4, 3: 0.3, 4: 0.2}
     assert (trial.user_attrs["continued_at_epoch"], trial.user_attrs["epochs"]) == (4, 4)
+    assert trial.user_attrs["train_seconds"] == 4 * EPOCH_SECONDS  # the restored epoch, reported again, was not trained again
 
 
 def test_an_orphan_that_fails_on_continuing_keeps_the_epochs_it_had_reached(study, space, stored):
@@ -357,8 +358,10 @@ def test_an_orphan_that_fails_on_continuing_keeps_the_epochs_it_had_reached(stud
     bridge.on_trial_complete("ray_1", {"trial_error": "FileNotFoundError: checkpoint gone", "trial_traceback": "tb", "epoch": 0})
     trial = stored(frozen.number)
     assert (trial.state, trial.user_attrs["fail_reason"]) == (TrialState.FAIL, "FileNotFoundError: checkpoint gone")
-    assert (trial.user_attrs["epochs"], trial.user_attrs["train_seconds"]) == (2, 2 * EPOCH_SECONDS)  # as of its checkpoint
-    assert trial.intermediate_values == {1: 0.5, 2: 0.4, 3: 0.3}
+    assert trial.user_attrs["epochs"] == 2  # as of its checkpoint
+    assert trial.user_attrs["train_seconds"] == 3 * EPOCH_SECONDS  # every epoch trained, the one lost after the checkpoint too
+    curve = trial.intermediate_values
+    assert (curve[1], curve[2], sorted(curve)) == (0.5, 0.4, [1, 2, 3]) and math.isnan(curve[3])  # past the checkpoint: not kept
 
 
 def test_an_orphan_without_a_checkpoint_trains_again_from_the_start_in_the_same_trial(study, space, stored):
@@ -370,6 +373,19 @@ def test_an_orphan_without_a_checkpoint_trains_again_from_the_start_in_the_same_
     (trial,) = stored()
     assert trial.state == TrialState.PRUNED and trial.user_attrs["epochs"] == 2
     assert trial.user_attrs["continued_at_epoch"] == 1 and sorted(trial.intermediate_values) == [1, 2]
+
+
+def test_an_orphan_restarted_from_scratch_stores_the_curve_that_ran_last_and_the_time_of_every_attempt(study, space, stored):
+    frozen = lost_driver_trial(study, space, stored, [0.5, 0.4, 0.35], checkpoint_epoch=None)
+    bridge = bridge_for(study, space, target=1, orphans=[frozen])
+    assert bridge.suggest("ray_1")["resume_from"] is None
+    train(bridge, "ray_1", [0.6, 0.45, 0.3, 0.2])
+    trial = stored(frozen.number)
+    assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.2)
+    assert trial.intermediate_values == {1: 0.6, 2: 0.45, 3: 0.3, 4: 0.2}  # none of the lost attempt's values
+    attrs = trial.user_attrs
+    assert (attrs["epochs"], attrs["continued_at_epoch"], attrs["best_epoch"], attrs["metric.val_loss"]) == (4, 1, 4, 0.2)
+    assert attrs["train_seconds"] == 7 * EPOCH_SECONDS  # three epochs of the lost attempt, four of this one
 
 
 def test_a_maximized_objective_keeps_the_highest_value_as_best(db, space, stored, request):
@@ -387,3 +403,49 @@ def test_a_maximized_objective_keeps_the_highest_value_as_best(db, space, stored
     assert [t.value for t in trials] == [0.5, 0.8, 0.7]
     assert [t.user_attrs["best_epoch"] for t in trials] == [1, 2, 1]
     assert (counts.complete, counts.best) == (3, 0.8)
+
+
+def constrained_study(db, name, constraints, directions=("minimize", "minimize", "maximize")):
+    """A study of tiny.py within ``constraints``, as `tune run --constrain` makes it: a Pareto study of its three objectives,
+    or of the first alone with one direction."""
+    study = optuna.create_study(study_name=name, storage=db.driver, directions=list(directions))
+    study.set_user_attr("constraints", constraints)
+    return study
+
+
+def test_a_pareto_study_keeps_every_objective_per_epoch_and_each_trials_violation(db, space, stored, request):
+    study = constrained_study(db, f"{request.node.name}-pareto", {"prediction_std": [0.65, None]})
+    counts = Counts()
+    bridge = bridge_for(study, space, counts=counts)
+    for trial_id, values in [("a", [0.4, 0.3, 0.2, 0.1]), ("b", [0.9])]:
+        bridge.suggest(trial_id)
+        train(bridge, trial_id, values)
+    complete, pruned = stored(0, name=study.study_name), stored(1, name=study.study_name)
+    assert complete.state == TrialState.COMPLETE and complete.values == pytest.approx([0.1, 0.05, 0.9])
+    assert pruned.state == TrialState.PRUNED and pruned.values is None
+    for trial, losses in [(complete, [0.4, 0.3, 0.2, 0.1]), (pruned, [0.9])]:
+        assert not trial.intermediate_values  # Optuna's multi-objective TPE cannot rank PRUNED trials that have them
+        epochs = range(1, len(losses) + 1)
+        assert epoch_values(trial, 0) == pytest.approx(dict(zip(epochs, losses)))
+        assert epoch_values(trial, 1) == pytest.approx({e: 0.5 * v for e, v in zip(epochs, losses)})
+        assert epoch_values(trial, 2) == pytest.approx({e: 0.5 + e / 10 for e in epochs})
+    # prediction_std at least 0.65: how far below it each trial ended, as Optuna's constraints_func would store it.
+    assert complete.system_attrs["constraints"] == pytest.approx([0.65 - 0.9])
+    assert pruned.system_attrs["constraints"] == pytest.approx([0.65 - 0.6])
+    assert (feasible(complete), feasible(pruned), counts.best) == (True, False, 0.1)
+
+
+@pytest.mark.parametrize(
+    "constraints, extra, reason",
+    [
+        ({"dice": [0.5, None]}, {}, "the trainer reported no dice"),
+        ({"val_mae": [None, 2.0]}, {"val_mae": math.nan}, "diverged"),
+    ],
+)
+def test_a_constrained_metric_that_is_not_reported_or_diverged_fails(db, space, stored, request, constraints, extra, reason):
+    study = constrained_study(db, f"{request.node.name}-constrained", constraints, directions=["minimize"])
+    bridge = bridge_for(study, space)
+    bridge.suggest("a")
+    bridge.on_trial_complete("a", result(1, 0.4, **extra))
+    trial = stored(0, name=study.study_name)
+    assert (trial.state, trial.user_attrs["fail_reason"]) == (TrialState.FAIL, reason)

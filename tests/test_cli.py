@@ -6,6 +6,7 @@ import importlib.metadata
 import io
 import json
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import SPACES, assert_readers_match_optuna, tune_cli
+from conftest import SPACES, assert_readers_match_optuna, refusal, tune_cli
 from optuna.trial import TrialState
 
 from studies.records import STUDY_OBJECTIVES
@@ -26,9 +27,10 @@ from studies.store.storage import open_storage
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
-    """`tune run` of the tiny space in a fresh folder, as the README shows it (default storage)."""
+    """`tune run` of the tiny space in a fresh folder, as the README shows it (default storage), logged to MLflow and W&B too."""
     folder = tmp_path_factory.mktemp("cli")
-    ran = tune_cli("run", SPACES / "tiny.py", "--seed", 3, cwd=folder, check=True)
+    trackers = ["--log", "mlflow", "--log", "wandb"]
+    ran = tune_cli("run", SPACES / "tiny.py", "--seed", 3, *trackers, cwd=folder, env={"WANDB_MODE": "offline"}, check=True)
     (folder / "run.stdout").write_text(ran.stdout)
     return folder
 
@@ -109,15 +111,55 @@ def test_export_round_trip_trains_the_exported_config(finished_study):
     assert "epoch 2/2: val_loss" in trained.stdout and "val_loss = " in trained.stdout
 
 
+def _first_epoch_loss(capsys, *train_args) -> float:
+    """`tune train ARGS` for one epoch, in this process (torch and the space already imported): its first epoch's val_loss."""
+    from studies.cli import main
+
+    assert main(["train", *map(str, train_args), "--max-epochs", "1"]) == 0
+    return float(re.search(r"epoch 1/1: val_loss ([^,\s]+)", capsys.readouterr().out).group(1))
+
+
+def test_export_writes_the_best_epoch_weights_and_train_starts_from_them(finished_study, capsys):
+    out, weights = finished_study / "best.yaml", finished_study / "best.ckpt"
+    tune_cli("export", "tiny", "-o", out, "--checkpoint", weights, cwd=finished_study, check=True)
+    assert f"Its best epoch's weights: {weights}" in out.read_text()
+    # At the knob's lowest rate one epoch barely moves the weights: it ends near where it started.
+    slow = finished_study / "slow.yaml"
+    slow.write_text(yaml.safe_dump({**yaml.safe_load(out.read_text()), "optimizer": {"lr": 1e-4, "name": "Adam"}}))
+    scratch = _first_epoch_loss(capsys, SPACES / "tiny.py", "--config", slow)
+    warm = _first_epoch_loss(capsys, SPACES / "tiny.py", "--config", slow, "--init", weights)
+    best = optuna.load_study(study_name="tiny", storage=f"sqlite:///{finished_study / 'tune_runs' / 'tune.db'}").best_trial
+    assert warm == pytest.approx(json.loads(best.user_attrs["best_epoch_metrics"])["val_loss"], rel=0.2) and warm < scratch / 2
+    refused = refusal(capsys, "train", SPACES / "tiny.py", "--config", out, "--init", out)
+    assert refused.startswith(f"tune: error: --init: cannot load {out} as a checkpoint")
+
+
+def test_log_mlflow_and_wandb_hold_every_trial_s_epochs(finished_study):
+    import mlflow
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{finished_study / 'tune_runs' / 'tune.db'}")
+    client = mlflow.MlflowClient(f"sqlite:///{finished_study / 'tune_runs' / 'mlflow.db'}")
+    runs = {run.info.run_name: run for run in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])}
+    for trial in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        run = runs[f"trial_{trial.number}"]
+        assert run.info.status == "FINISHED" and run.data.params == {name: str(value) for name, value in trial.params.items()}
+        logged = client.get_metric_history(run.info.run_id, "val_loss")
+        assert {m.step: m.value for m in logged} == pytest.approx(trial.intermediate_values)
+        [offline] = (finished_study / "tune_runs" / "ray").glob(f"tiny-*/trial_{trial.number}_*/wandb/offline-run-*")
+        assert list(offline.glob("*.wandb"))  # the run's records, for `wandb sync`
+
+
+TINY_CONFIG = {
+    "model": {"hidden": 8}, "optimizer": {"lr": 0.01, "name": "Adam"},
+    "data": {"samples": 256, "batch_size": 64}, "faults": {"fail_at_epoch": 0, "diverge": False},
+}  # fmt: skip
+
 
 def test_train_says_first_what_it_trains_with_the_threads_of_a_trial(tmp_path):
     from studies.space import load_space
 
     config = tmp_path / "chosen.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"hidden": 8}, "optimizer": {"lr": 0.01, "name": "Adam"},
-        "data": {"samples": 256, "batch_size": 64}, "faults": {"fail_at_epoch": 0, "diverge": False},
-    }))  # fmt: skip
+    config.write_text(yaml.safe_dump(TINY_CONFIG))
     threads = max(int(load_space(SPACES / "tiny.py").resources.cpus), 1)  # Ray's OMP_NUM_THREADS for a trial's CPUs
     # OMP_NUM_THREADS left empty: a count the user sets is the one a trial (and `tune train`) would take.
     trained = tune_cli("train", SPACES / "tiny.py", "--config", config, "--max-epochs", 1, cwd=tmp_path, env={"OMP_NUM_THREADS": ""})
@@ -126,6 +168,23 @@ def test_train_says_first_what_it_trains_with_the_threads_of_a_trial(tmp_path):
     assert lines[0] == f"training {SPACES / 'tiny.py'} with {config}: loading the space"
     assert lines[1] == f"1 epoch on cpu with {threads} thread{'s' if threads != 1 else ''}, as a trial would"
     assert "epoch 1/1: val_loss" in trained.stdout and "final metrics:" in lines and "  val_loss = " in trained.stdout
+
+
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [
+        ({"nosuch_key": 3}, "unknown config key nosuch_key; known keys: model, optimizer, data, faults"),
+        ({"optimizer": {"lr": 0.01, "momentum": 0.9}}, "unknown config key optimizer.momentum; known keys: lr, name"),
+        ({"model": {"hidden": "wide"}}, "config key model.hidden is 'wide', a str; the knob takes int"),
+        ({"model": 5}, "config key model must be a mapping of hidden"),
+    ],
+)
+def test_train_refuses_a_config_its_space_does_not_take_before_training(tmp_path, monkeypatch, capsys, changed, message):
+    (tmp_path / "chosen.yaml").write_text(yaml.safe_dump({**TINY_CONFIG, **changed}))
+    monkeypatch.chdir(tmp_path)
+    line = refusal(capsys, "train", SPACES / "tiny.py", "--config", "chosen.yaml")
+    assert line == f"tune: error: --config chosen.yaml: {message}"
+    assert [path.name for path in tmp_path.iterdir()] == ["chosen.yaml"]
 
 
 BAD_INPUTS = {
@@ -232,6 +291,14 @@ CHEAP_REFUSALS = {
     "report without a storage": (["report", "tiny"], "no study storage at tune_runs/tune.db"),
     "repeat without a storage": (["repeat", "tiny"], "no study storage at tune_runs/tune.db"),
     "resume without a storage": (["resume", "tiny"], "no study storage at tune_runs/tune.db"),
+    # Counts below 1 and no time at all are refused as typed: a 0 would have read as "not given", the space's budget.
+    "run no trials": (["run", SPACES / "tiny.py", "--trials", 0], "--trials: takes a whole number of at least 1, not '0'"),
+    "run fewer than no trials": (["run", SPACES / "tiny.py", "--trials", -3], "--trials: takes a whole number of at least 1"),
+    "run no epochs": (["run", SPACES / "tiny.py", "--max-epochs", 0], "argument --max-epochs: takes a whole number"),
+    "run no time": (["run", SPACES / "tiny.py", "--time-budget", -5], "argument --time-budget: takes a number of seconds"),
+    "train no epochs": (["train", SPACES / "tiny.py", "--config", "x.yaml", "--max-epochs", 0], "argument --max-epochs: takes"),
+    "show fewer than no rows": (["show", "tiny", "--top", -1], "argument --top: takes a whole number of at least 1, not '-1'"),
+    "show no rows": (["show", "tiny", "--top", 0], "argument --top: takes a whole number of at least 1, not '0'"),
 }
 
 
@@ -244,6 +311,7 @@ def test_a_typo_is_one_line_before_torch_or_ray_is_imported(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("tune: error: ") and message in lines[0], result.stderr
     if case == "run a missing space":
         assert lines == [f"tune: error: {message}"]
+    assert not any(tmp_path.iterdir()), "a refusal writes nothing"
     timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "studies", *map(str, args)], cwd=tmp_path, capture_output=True, text=True)
     imported = {line.rpartition("|")[2].strip().split(".")[0] for line in timed.stderr.splitlines() if line.startswith("import time:")}
     assert not imported & HEAVY, f"imported before answering: {sorted(imported & HEAVY)}"
@@ -276,6 +344,24 @@ def made_studies(tmp_path_factory):
 
 def header(shown: str) -> list[str]:
     return shown.splitlines()[0].split()
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_an_output_path_that_is_a_folder_is_one_line_and_leaves_no_file(made_studies, tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(made_studies)
+    line = refusal(capsys, command, "made", "-o", tmp_path)
+    assert line == f"tune: error: cannot write {tmp_path}: it is a folder; pass a file path"
+    assert not any(tmp_path.iterdir()), "no temporary file is left beside it"
+
+
+def test_dashboard_on_a_port_in_use_is_one_line_naming_the_port(made_studies, monkeypatch, capsys):
+    monkeypatch.chdir(made_studies)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = refusal(capsys, "dashboard", "--port", port)
+    assert line.startswith(f"tune: error: cannot serve on 127.0.0.1:{port}: Address already in use; pass --port"), line
 
 
 def test_show_reads_as_a_person_reads_a_study(made_studies):

@@ -1,4 +1,5 @@
-"""Faults of the driver's machine: SIGKILL at random moments across one study, and a full disk under the storage."""
+"""Faults of the driver's machine: SIGKILL at random moments across one study, a kill while a study is being made,
+and a full disk under the storage."""
 
 import os
 import random
@@ -13,6 +14,9 @@ import sqlalchemy.exc
 from conftest import SPACES, assert_study_whole, kill_process_group, tune_cli
 from optuna.trial import TrialState
 
+from studies.driver.run import RunOptions, check_options, plan_study
+from studies.records import STUDY_FINGERPRINT, STUDY_SETTINGS_STORED, STUDY_SPACE_PATH, STUDY_SPACE_SHA
+from studies.space import load_space
 from studies.store.storage import open_storage
 
 
@@ -67,6 +71,58 @@ def test_random_sigkills_then_resume(tmp_path):
     assert_study_whole(after, requested)
     for number, record in kept.items():
         assert stored_record(after[number]) == record, "a later driver changed a stored trial"
+
+
+def half_made(url, direction="minimize", **attrs):
+    """What a driver killed while making study tiny leaves: the study, and only the first of its settings."""
+    study = optuna.create_study(study_name="tiny", storage=open_storage(url, create=True), direction=direction)
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def planned(url):
+    space = load_space(SPACES / "tiny.py")
+    options = RunOptions(storage=url, trials=3, command="tune run tiny.py --trials 3")
+    return space, plan_study(space, options, check_options(space, options)).study
+
+
+def test_a_study_left_half_made_is_completed_by_the_next_run(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    tiny = SPACES / "tiny.py"
+    half_made(url, **{STUDY_SPACE_PATH: str(tiny), STUDY_SPACE_SHA: "kept as the killed run wrote it"})
+    space, study = planned(url)
+    assert capsys.readouterr().err == "study tiny was left half-made by a run stopped while making it; completing it\n"
+    attrs = study.user_attrs
+    assert attrs[STUDY_FINGERPRINT] == space.fingerprint and attrs[STUDY_SPACE_SHA] == space.file_sha256
+    assert attrs[STUDY_SETTINGS_STORED] and attrs["trials_requested"] == 3
+    assert attrs["created_by"] == "tune run tiny.py --trials 3"
+    assert [t.user_attrs["baseline"] for t in study.get_trials(states=(TrialState.WAITING,))] == ["small_slow", "wide_fast"]
+    planned(url)  # made now: the next run says nothing of it
+    assert capsys.readouterr().err == ""
+
+
+def test_a_study_left_half_made_from_another_space_is_made_anew(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    half_made(url, direction="maximize", **{STUDY_FINGERPRINT: "another space's"})
+    space, study = planned(url)
+    assert capsys.readouterr().err == (
+        "study tiny was left half-made by a run stopped while making it; it was being made from another search space: making it anew\n"
+    )
+    assert study.direction.name == "MINIMIZE"
+    assert (study.user_attrs[STUDY_FINGERPRINT], study.user_attrs[STUDY_SETTINGS_STORED]) == (space.fingerprint, True)
+
+
+def test_resume_of_a_study_left_before_it_stored_its_space_says_what_to_run(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    half_made(url)
+    result = tune_cli("resume", "tiny", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.splitlines() == [
+        "tune: error: study tiny was left half-made (its run was stopped while making it, before it stored its search space); "
+        "run the `tune run` or `tune phases` command that was making it again"
+    ]
+    assert trials_of(url) == [] and optuna.load_study(study_name="tiny", storage=open_storage(url, create=False)).user_attrs == {}
 
 
 @pytest.fixture

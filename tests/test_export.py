@@ -139,3 +139,34 @@ def test_write_export_refuses_a_missing_folder_in_one_line(study, tmp_path):
         write_export(study, study.trials[0], str(output))
     assert str(raised.value) == f"cannot write {output}: folder {output.parent} does not exist"
     assert not (tmp_path / "no").exists()
+
+
+def test_write_export_writes_the_trial_s_best_weights_beside_the_yaml(tmp_path):
+    study = optuna.create_study(study_name="weights", storage=open_storage(f"sqlite:///{tmp_path / 'w.db'}", create=True))
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    uploaded = tmp_path / "best.ckpt"
+    uploaded.write_bytes(b"the best epoch's tensors")
+    trial = study.ask()
+    store = optuna.artifacts.FileSystemArtifactStore(artifacts)
+    artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(uploaded), study_or_trial=trial)
+    trial.set_user_attr("best_checkpoint", artifact_id)
+    trial.set_user_attr("training_config", json.dumps(CONFIG))
+    study.tell(trial, 0.1)
+    output, weights = tmp_path / "out" / "chosen.yaml", tmp_path / "out" / "chosen.ckpt"
+    output.parent.mkdir()
+    write_export(study, study.trials[0], str(output), str(weights), artifacts)
+    assert weights.read_bytes() == b"the best epoch's tensors"
+    assert f"Its best epoch's weights: {weights} (`--init {weights}` starts training from them)" in header_of(output.read_text())
+    assert sorted(p.name for p in output.parent.iterdir()) == ["chosen.ckpt", "chosen.yaml"]  # nothing staged left behind
+
+
+def test_write_export_refuses_weights_it_does_not_have_before_writing_anything(study, tmp_path):
+    output, weights = tmp_path / "chosen.yaml", tmp_path / "chosen.ckpt"
+    with pytest.raises(SelectionError, match="trial 1 of exp kept no best-epoch weights"):  # a PRUNED trial keeps none
+        write_export(study, study.trials[1], str(output), str(weights), tmp_path)
+    lost = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'lost.db'}", create=True))
+    lost.add_trial(create_trial(value=0.1, user_attrs={"best_checkpoint": "gone", "training_config": json.dumps(CONFIG)}))
+    with pytest.raises(SelectionError, match=f"the best-epoch weights of trial 0 are not in {tmp_path}"):
+        write_export(lost, lost.trials[0], str(output), str(weights), tmp_path)
+    assert not output.exists() and not weights.exists() and not list(tmp_path.glob(".chosen*"))

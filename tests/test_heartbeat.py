@@ -14,7 +14,15 @@ from optuna.trial import TrialState, create_trial
 
 from studies.driver import heartbeat
 from studies.driver.bridge import driver_id
-from studies.driver.heartbeat import Heartbeat, claim_orphans, driver_alive, last_beats, orphaned_trials, trial_lost
+from studies.driver.heartbeat import (
+    Heartbeat,
+    claim_orphans,
+    driver_alive,
+    how_orphans_go_on,
+    last_beats,
+    orphaned_trials,
+    trial_lost,
+)
 from studies.store.storage import open_storage
 
 HOST = socket.gethostname()
@@ -179,3 +187,13 @@ def test_a_claim_another_driver_stored_later_wins(db, study, drivers, monkeypatc
     beat_of(db.storage, study, rival, 0)
     assert [t.number for t in claim_orphans(study, db.storage)] == [0]
     assert study.trials[3].user_attrs["driver"] == rival
+
+
+def test_the_claimed_trials_line_tells_a_restart_from_scratch_from_a_continuation_from_a_checkpoint():
+    never_checkpointed = running_trial(f"{HOST}:1")
+    checkpointed = create_trial(state=TrialState.RUNNING, user_attrs={"checkpoint": "ray/exp/trial_1/checkpoint_000002"})
+    assert how_orphans_go_on([checkpointed, never_checkpointed, checkpointed]) == (
+        "restarting 1 interrupted trial(s) from scratch (no checkpoint was stored), continuing 2 from their last checkpoint"
+    )
+    assert how_orphans_go_on([never_checkpointed]) == "restarting 1 interrupted trial(s) from scratch (no checkpoint was stored)"
+    assert how_orphans_go_on([checkpointed]) == "continuing 1 interrupted trial(s) from their last checkpoint"

@@ -55,6 +55,7 @@ def test_cli_refuses_unusable_resources_in_one_line(tmp_path, storage_url, flags
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"tune: error: {message}")
+    assert not any(tmp_path.iterdir()), "refused before the storage is made"  # a trial too big for the cluster included
 
 
 def _trainings(events: list[dict]) -> list[dict]:
@@ -142,6 +143,10 @@ def test_ddp_trial_records_what_a_one_process_trial_records(ray_cluster, storage
     assert one.user_attrs[ATTR_WORLD_SIZE] == 1
     assert two.user_attrs[ATTR_WORLD_SIZE] == 2  # two ranks reported each epoch
     assert two.user_attrs[ATTR_GPU_IDS] == [] and two.user_attrs[ATTR_DEVICE] == "cpu"
+    assert two.user_attrs["best_checkpoint"]  # rank 0's best-epoch weights, kept as an artifact
+    # Rank 0 logs each epoch for TensorBoard into the trial's folder, as a one-process trial does.
+    [events] = ray_storage.glob("ddp-*/trial_0_*/tensorboard/events.out.tfevents.*")
+    assert events.read_bytes().count(b"val_loss") == 2
 
 
 def test_ddp_trial_that_raises_fails_with_its_ranks_reason(ray_cluster, storage_url, ray_storage):

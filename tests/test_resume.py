@@ -12,6 +12,8 @@ import sqlalchemy.exc
 from conftest import SPACES, tune_cli
 from optuna.trial import TrialState
 
+from studies.driver.bridge import OptunaBridge
+from studies.driver.run import RunOptions, check_options, plan_study
 from studies.records import (
     ATTR_CHECKPOINT,
     ATTR_CHECKPOINT_EPOCH,
@@ -22,6 +24,7 @@ from studies.records import (
     ATTR_TRAINING_CONFIG,
     METRIC_PREFIX,
 )
+from studies.space import load_space
 from studies.store.storage import open_storage
 
 
@@ -170,3 +173,37 @@ def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, la
     assert continued.user_attrs[ATTR_CONTINUED_AT_EPOCH] == max_epochs
     metrics = {k: v for k, v in finished.user_attrs.items() if k.startswith(METRIC_PREFIX)}
     assert metrics and all(continued.user_attrs[k] == v for k, v in metrics.items())
+
+
+def test_a_trial_lost_before_its_first_checkpoint_restarts_from_epoch_1_and_keeps_only_that_attempts_record(tmp_path):
+    # Made through the bridge, as a driver killed before the trial's first checkpoint came due leaves it: a kill cannot
+    # be timed into that window reliably. Two finished trials set ASHA's bar at rung 1 far below anything the tiny model
+    # reaches, so the restarted trial survives only if it is not judged again at the rungs its lost attempt passed.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    space = load_space(SPACES / "tiny.py")
+    options = RunOptions(storage=url, trials=3, command="tune run tiny.py --trials 3")
+    study = plan_study(space, options, check_options(space, options)).study
+    bridge = OptunaBridge(study, space, max_epochs=4, target=3)
+    for ray_id, val_loss, epochs in [("done_0", 1e-4, 4), ("done_1", 2e-4, 4), ("lost", 10.0, 3)]:
+        bridge.suggest(ray_id)
+        for epoch in range(1, epochs + 1):
+            bridge.on_trial_result(ray_id, {"val_loss": val_loss, "epoch": epoch, "epoch_seconds": 1.0})
+        if ray_id != "lost":
+            bridge.on_trial_complete(ray_id)
+    lost = bridge.running["lost"].trial
+    lost.set_user_attr(ATTR_DRIVER, "a-lost-host:1")
+    before = snapshot(url, "tiny")
+
+    resumed = tune_cli("resume", "tiny", "--storage", url, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    line = "restarting 1 interrupted trial(s) from scratch (no checkpoint was stored)"
+    assert line in resumed.stderr.split("\n"), resumed.stderr
+    after = snapshot(url, "tiny")
+    assert after[:2] == before[:2], "a finished trial was changed"
+    restarted = after[lost.number]
+    attrs = restarted.user_attrs
+    assert (restarted.state, attrs["epochs"], attrs[ATTR_CONTINUED_AT_EPOCH]) == (TrialState.COMPLETE, 4, 1)
+    curve = restarted.intermediate_values
+    assert sorted(curve) == [1, 2, 3, 4] and max(curve.values()) < 10.0, "the lost attempt's values were kept"
+    assert restarted.value == curve[4] == attrs[METRIC_PREFIX + "val_loss"]
+    assert attrs[ATTR_TRAIN_SECONDS] > 3.0  # the lost attempt's three seconds, and the epochs trained again

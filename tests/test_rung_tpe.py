@@ -52,6 +52,13 @@ def test_a_diverged_trial_is_never_good():
     assert [t.number for t in good] == [1] and [t.number for t in bad] == [0]
 
 
+def test_a_trial_outside_the_studys_constraints_is_never_good():
+    trials = [stored(0, {1: 0.1}, TrialState.PRUNED), stored(1, {1: 0.4}, TrialState.PRUNED)]
+    trials[0].system_attrs["constraints"] = [0.2]  # best by its value, but 0.2 outside a range (`--constrain`)
+    good, bad = RungTPESampler(seed=0, min_points=1, top_fraction=1.0).split_at_rung(trials, StudyDirection.MINIMIZE, 1)
+    assert [t.number for t in good] == [1] and [t.number for t in bad] == [0]
+
+
 def optimise(random_fraction: float, trials: int = 40) -> list[float]:
     """A study whose curves say small x is good from the first epoch; the x of every trial, in order."""
     study = optuna.create_study(sampler=RungTPESampler(seed=3, random_fraction=random_fraction, n_startup_trials=8))

@@ -1,8 +1,10 @@
 """The search-space contract: nesting by dots, conditional knobs, fingerprints, storages."""
 
+import math
+
 import optuna
 import pytest
-from conftest import SPACES
+from conftest import SPACES, refusal
 
 from studies.space import Categorical, Float, SpaceError, flatten, load_space, nest
 from studies.store.storage import StorageError, open_storage
@@ -92,3 +94,54 @@ def test_partial_grid_takes_the_rest_from_a_baseline():
         space.grid(["lr"])
     with pytest.raises(SpaceError, match="--grid-base 'v9' is not a baseline of tiny"):
         space.held_at("v9", ["optimizer.lr"])
+
+
+# Each is tiny.py with one declaration replaced: loading must say what to fix in one line, before any storage exists.
+MALFORMED = {
+    "baseline of another type": (
+        "BASELINES = {'v9': {'optimizer.lr': 'fast'}}",
+        "baseline 'v9' sets optimizer.lr='fast', a str; the knob takes float",
+    ),
+    "baseline no choice holds": (
+        "CONFIG = {**CONFIG, 'act': Categorical(['relu', 'tanh'])}\nBASELINES = {'v9': {'act': 'gelu'}}",
+        "baseline 'v9' sets act='gelu', not one of the knob's choices",
+    ),
+    "baselines as a list": (
+        "BASELINES = [1, 2]",
+        "BASELINES must be {name: {knob: value}}, the log's configs by its names (got [1, 2])",
+    ),
+    "objectives as a number": ("OBJECTIVES = 5", "OBJECTIVES must be a non-empty list of Objective(name, direction) (got 5)"),
+    "budget of text": ("BUDGET = Budget(max_epochs='4')", "BUDGET takes whole numbers, not max_epochs='4'"),
+    "resources of text": ("RESOURCES = Resources(cpus='2')", "RESOURCES takes numbers, not cpus='2'"),
+    "knob bounds of text": ("CONFIG = {'lr': Float('0.1', 1.0)}", "knob lr needs low and high of type float (got '0.1', 1.0)"),
+    "headlines as a name": ("HEADLINES = 5", "HEADLINES must be a list of metric names (got 5)"),
+    "a space that exits": ("import sys\nsys.exit(0)", "called sys.exit(0) on import; a search space only declares"),
+    "unknown search": ("SEARCH = 'joint'", "SEARCH 'joint' is unknown; use \"first\""),
+    "pareto of one objective": ("OBJECTIVES = OBJECTIVES[:1]\nSEARCH = 'pareto'", 'SEARCH = "pareto" needs two or more'),
+    "pareto with a sampler of one": ("SEARCH = 'pareto'\nSAMPLER = 'cmaes'", "SAMPLER 'cmaes' searches one objective"),
+    "constraint on an unknown metric": ("CONSTRAINTS = {'accuracy': (0.3, 0.7)}", "bounds accuracy, which is neither"),
+    "constraint of an empty range": ("CONSTRAINTS = {'val_mae': (0.7, 0.3)}", "CONSTRAINTS bounds val_mae to the empty range"),
+    "constraint as one number": ("CONSTRAINTS = {'val_mae': 0.3}", "CONSTRAINTS must map a metric to (LOW, HIGH)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_declaration_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, case):
+    declaration, message = MALFORMED[case]
+    (tmp_path / "tiny.py").write_text((SPACES / "tiny.py").read_text())
+    imports = "from tiny import *\nfrom studies.space import Budget, Categorical, Float, Resources\n"
+    (tmp_path / "malformed.py").write_text(f"{imports}{declaration}\n")
+    monkeypatch.chdir(tmp_path)
+    assert message in refusal(capsys, "run", "malformed.py")
+    assert not (tmp_path / "tune_runs").exists()
+
+
+def test_a_pareto_search_within_constraints_is_declared_in_the_space(tmp_path):
+    (tmp_path / "tiny.py").write_text((SPACES / "tiny.py").read_text())
+    (tmp_path / "joint.py").write_text(
+        "from tiny import *\nSAMPLER = 'nsga2'\nSEARCH = 'pareto'\nCONSTRAINTS = {'prediction_std': (0.3, None), 'val_mae': (None, 0.5)}\n"
+    )
+    space = load_space(tmp_path / "joint.py")
+    assert space.search == "pareto" and space.sampler == "nsga2"
+    assert space.constraints == {"prediction_std": (0.3, math.inf), "val_mae": (-math.inf, 0.5)}
+    assert load_space(SPACES / "tiny.py").search == "first" and load_space(SPACES / "tiny.py").constraints == {}

@@ -2,16 +2,24 @@
 
 import errno
 import importlib.util
+import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy.exc
+from conftest import refusal
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
 from sqlalchemy import event
 
 from studies.errors import UserInputError
+from studies.records import STUDY_OBJECTIVES
 from studies.store.catalog import SelectionError
 from studies.store.storage import StorageError, default_url, failures_of, open_storage, study_names
 
@@ -106,6 +114,66 @@ def test_a_folder_is_not_a_database(tmp_path):
     with pytest.raises(StorageError) as raised:
         open_storage(f"sqlite:///{tmp_path}", create=True)
     assert one_line(raised).startswith(f"cannot open storage sqlite:///{tmp_path}: ")
+
+
+def closed_study_file(folder: Path) -> Path:
+    """``folder``/tune.db holding study ``done`` (one COMPLETE trial tune could export), closed as a finished run leaves it."""
+    path = folder / "tune.db"
+    storage = open_storage(f"sqlite:///{path}", create=True)
+    study = optuna.create_study(study_name="done", storage=storage)
+    study.set_user_attr(STUDY_OBJECTIVES, [["val_loss", "minimize"]])
+    study.add_trial(create_trial(
+        value=0.5, params={"lr": 0.01}, distributions={"lr": FloatDistribution(1e-3, 1.0)},
+        user_attrs={"metric.val_loss": 0.5, "training_config": json.dumps({"lr": 0.01})},
+    ))  # fmt: skip
+    storage.engine.dispose()  # the last connection closed: SQLite folds its write-ahead log into the file and removes it
+    assert [p.name for p in folder.iterdir()] == [path.name]
+    return path
+
+
+@pytest.mark.parametrize(("damage", "reason"), [("text", "file is not a database"), ("cut", "database disk image is malformed")])
+def test_a_damaged_database_is_named_by_the_databases_own_reason(tmp_path, capsys, damage, reason):
+    damaged = tmp_path / "damaged.db"
+    if damage == "text":
+        damaged.write_text("notes, not a database\n")
+    else:
+        damaged.write_bytes(closed_study_file(tmp_path).read_bytes()[:5000])
+    before = damaged.read_bytes()
+    url = f"sqlite:///{damaged}"
+    assert refusal(capsys, "ls", "--storage", url) == f"tune: error: cannot open storage {url}: {reason}"
+    assert damaged.read_bytes() == before
+
+
+def unprivileged() -> list[str]:
+    """A command prefix under which file modes bind as they bind a user: root drops the capabilities that override them."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("file modes do not bind root, and setpriv (util-linux), which drops that power, is not installed")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+# The readers as `tune` runs them, one interpreter for the four: exit 0 only if every one read the study.
+READERS = "import json, sys\nfrom studies.cli import main\nsys.exit(max(main(argv) for argv in json.loads(sys.argv[1])))"
+
+
+def test_a_read_only_storage_is_read_by_ls_show_best_export_and_left_as_it_was(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = closed_study_file(folder)
+    closed = path.read_bytes()
+    path.chmod(0o444)
+    folder.chmod(0o555)  # a finished study shared to be read, not written
+    storage = ["--storage", f"sqlite:///{path}"]
+    commands = [["ls"], ["show", "done"], ["best", "done"], ["export", "done", "-o", "x.yaml"]]
+    reader = [*unprivileged(), sys.executable, "-c", READERS, json.dumps([[*command, *storage] for command in commands])]
+    try:
+        read = subprocess.run(reader, cwd=tmp_path, capture_output=True, text=True)
+        assert [p.name for p in folder.iterdir()] == ["tune.db"] and path.read_bytes() == closed
+    finally:
+        folder.chmod(0o755)
+    assert read.returncode == 0, read.stderr
+    assert all(shown in read.stdout for shown in ("done", "COMPLETE", "trial 0", "wrote trial 0 of done"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None, reason="a MySQL driver is installed")

@@ -4,29 +4,34 @@ import json
 
 import optuna
 import pytest
+import torch
 from conftest import SPACES
 from optuna.trial import TrialState
 
+import studies
 from studies.driver.repeat import repeat_queue, spread_table
 from studies.driver.run import RunOptions, StudyError, run_study
 from studies.records import (
     ATTR_BASELINE,
+    ATTR_BEST_CHECKPOINT,
     ATTR_REASON,
     ATTR_TRACEBACK,
     ATTR_TRAINING_CONFIG,
 )
 from studies.space import load_space
 from studies.store.storage import open_storage
+from trainers.base import BEST_CHECKPOINT_FILE
 
 
 @pytest.fixture(scope="module")
 def tiny_study(ray_cluster, tmp_path_factory):
-    """The tiny space's default study (6 trials, 4 epochs, ASHA grace 1, factor 2), run once."""
+    """The tiny space's default study (6 trials, 4 epochs, ASHA grace 1, factor 2), run once through the Python API."""
     folder = tmp_path_factory.mktemp("tiny")
     url = f"sqlite:///{folder / 'studies.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNE_RAY_STORAGE", str(folder / "ray"))
-        study = run_study(load_space(SPACES / "tiny.py"), RunOptions(storage=url, seed=1, command="tune run tiny.py"))
+        study = studies.run(SPACES / "tiny.py", storage=url, seed=1)
+    assert isinstance(study, optuna.Study)
     return study, url, folder
 
 
@@ -84,15 +89,43 @@ def test_every_trial_records_provenance(tiny_study):
 
 
 def test_study_is_labelled_for_the_dashboard(tiny_study):
-    study, _, _ = tiny_study
+    study, url, _ = tiny_study
     assert study.metric_names == ["val_loss"]
     assert study.user_attrs["objectives"] == [["val_loss", "minimize"], ["val_mae", "minimize"], ["prediction_std", "maximize"]]
-    assert study.user_attrs["created_by"] == "tune run tiny.py"
+    # Made through the Python API: the call is the study's provenance.
+    assert study.user_attrs["created_by"] == f"studies.run({str(SPACES / 'tiny.py')!r}, storage={url!r}, seed=1)"
 
 
-def test_rerun_with_more_trials_continues_without_repeating_baselines(tiny_study, ray_storage):
+def _run_trials(study):
+    """The fixture's own 6 trials (a later test adds more to the study, run in another Ray folder)."""
+    return [t for t in study.get_trials() if t.number < 6]
+
+
+def test_each_trial_logs_its_epochs_for_tensorboard_in_its_ray_folder(tiny_study):
+    study, _, folder = tiny_study
+    for trial in _run_trials(study):
+        [events] = (folder / "ray").glob(f"tiny-*/trial_{trial.number}_*/tensorboard/events.out.tfevents.*")
+        logged = events.read_bytes()  # each scalar's tag is stored as is, once per epoch
+        assert logged.count(b"val_loss") == logged.count(b"train_loss") == trial.user_attrs["epochs"]
+
+
+def test_complete_trials_keep_their_best_epoch_weights_as_artifacts_beside_the_storage(tiny_study, tmp_path):
+    study, _, folder = tiny_study
+    store = optuna.artifacts.FileSystemArtifactStore(folder / "artifacts")
+    complete = [t for t in _run_trials(study) if t.state == TrialState.COMPLETE]
+    for trial in complete:
+        # What the dashboard lists for download.
+        [stored] = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+        assert (stored.artifact_id, stored.filename) == (trial.user_attrs[ATTR_BEST_CHECKPOINT], BEST_CHECKPOINT_FILE)
+        weights = tmp_path / f"trial_{trial.number}.ckpt"
+        optuna.artifacts.download_artifact(artifact_store=store, file_path=str(weights), artifact_id=stored.artifact_id)
+        assert torch.load(weights, weights_only=True)["epoch"] + 1 == trial.user_attrs["best_epoch"]  # Lightning counts from 0
+    assert complete and all(ATTR_BEST_CHECKPOINT not in t.user_attrs for t in _run_trials(study) if t not in complete)
+
+
+def test_resume_with_more_trials_continues_without_repeating_baselines(tiny_study, ray_storage):
     study, url, _ = tiny_study
-    more = run_study(load_space(SPACES / "tiny.py"), RunOptions(storage=url, trials=8, seed=2, command="tune run"))
+    more = studies.resume(study.study_name, storage=url, trials=8, seed=2)
     trials = more.get_trials()
     assert len([t for t in trials if t.state.is_finished()]) == 8
     assert [t.user_attrs.get(ATTR_BASELINE) for t in trials].count("small_slow") == 1
@@ -160,3 +193,19 @@ def test_repeat_retrains_the_top_configs_with_new_seeds(tiny_study, ray_storage)
     table = spread_table(repeated)
     assert sorted(table["trial"]) == sorted(top_two) and set(table["seeds"]) == {2}
     assert "val_loss std" in table and "prediction_std mean" in table
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"trials": 0}, "--trials must be at least 1 (got 0)"),  # 0 would have read as "not given": the space's budget
+        ({"trials": -3}, "--trials must be at least 1 (got -3)"),
+        ({"max_epochs": 0}, "--max-epochs must be at least 1 (got 0)"),
+        ({"time_budget_s": -5}, "--time-budget must be a number of seconds above 0 (got -5)"),
+    ],
+)
+def test_counts_below_one_and_no_time_are_refused_before_the_study_is_written(tmp_path, storage_url, options, message):
+    with pytest.raises(StudyError) as raised:
+        run_study(load_space(SPACES / "tiny.py"), RunOptions(storage=storage_url, **options))
+    assert str(raised.value) == message
+    assert not any(tmp_path.iterdir())

@@ -21,6 +21,7 @@ import copy
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -33,6 +34,7 @@ Report = Callable[[dict[str, float], str | None], None]
 """``report(metrics, checkpoint_dir)``: metrics of one validation epoch and a folder with its checkpoint (None on an epoch that saved none)."""
 
 CHECKPOINT_FILE = "last.ckpt"
+BEST_CHECKPOINT_FILE = "best.ckpt"  # the best epoch's weights, in every checkpoint folder beside the last epoch's checkpoint
 
 
 class TrainerFamily(abc.ABC):
@@ -118,6 +120,38 @@ def finite_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+class KeepBestEpoch(pl.callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint of the best epoch's weights by ``monitor``, in one file: :attr:`best_file`.
+
+    A fit continued in another process keeps its best in a folder of its own: the best score and file stored in the
+    checkpoint it continues from are taken as this folder's (Lightning's own would drop the score, and the next
+    epoch would then replace the best whatever its value).
+    """
+
+    def __init__(self, dirpath: str, monitor: str, mode: str):
+        name = BEST_CHECKPOINT_FILE.removesuffix(self.FILE_EXTENSION)
+        super().__init__(
+            dirpath, name, monitor, mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False, verbose=False,
+            save_on_train_epoch_end=False,  # at validation end: before ReportEachEpoch copies the best at the training epoch's end
+        )  # fmt: skip
+
+    @property
+    def best_file(self) -> str:
+        return os.path.join(self.dirpath, BEST_CHECKPOINT_FILE)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        def here(path: str) -> str:
+            return self.best_file if path else path
+
+        moved = {
+            "dirpath": self.dirpath,
+            "best_model_path": here(state_dict["best_model_path"]),
+            "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
+            "best_k_models": {here(path): score for path, score in state_dict.get("best_k_models", {}).items()},
+        }
+        super().load_state_dict({**state_dict, **moved})
+
+
 class ReportEachEpoch(pl.Callback):
     """Reports after every epoch (its validation included), with epoch count and time, and checkpoints it when one is due.
 
@@ -129,10 +163,11 @@ class ReportEachEpoch(pl.Callback):
     lost before the trial's end was recorded), Lightning trains nothing, so those metrics are reported again.
     """
 
-    def __init__(self, report: Report, checkpoint_root: str, checkpoint_every_s: float = 0.0):
+    def __init__(self, report: Report, checkpoint_root: str, checkpoint_every_s: float = 0.0, best: KeepBestEpoch | None = None):
         self.report = report
         self.checkpoint_root = checkpoint_root
         self.checkpoint_every_s = checkpoint_every_s
+        self.best = best  # its file goes into each checkpoint folder: a trial continued from one keeps its best epoch
         self._epoch_started = self._last_checkpoint = time.perf_counter()
         self._metrics: dict[str, float] = {}  # the latest epoch's, saved with each checkpoint
         self._reported = False
@@ -159,6 +194,8 @@ class ReportEachEpoch(pl.Callback):
             # A fresh folder per checkpoint: the receiver may move or copy it away.
             checkpoint_dir = tempfile.mkdtemp(prefix=f"epoch{epoch}_", dir=self.checkpoint_root)
             trainer.save_checkpoint(os.path.join(checkpoint_dir, CHECKPOINT_FILE))
+            if self.best is not None and os.path.exists(self.best.best_file):  # written by rank 0 only
+                shutil.copy2(self.best.best_file, os.path.join(checkpoint_dir, BEST_CHECKPOINT_FILE))
             self._last_checkpoint = time.perf_counter()
         self.report(metrics, checkpoint_dir)
         self._reported = True
@@ -174,6 +211,23 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     warnings.filterwarnings("ignore", message=".*weights_only.*")
+
+
+class WeightsMismatch(ValueError):
+    """Initial weights that do not fit the model a config builds (another model, or another size of it)."""
+
+
+def checkpoint_weights(path: str) -> dict[str, torch.Tensor]:
+    """The model weights of a Lightning checkpoint file, loaded as data only; ``ValueError`` for a file that holds none."""
+    try:
+        # weights_only: a checkpoint holds tensors and plain values; loading one never runs code it carries.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds (UnpicklingError, RuntimeError, OSError) for a file it cannot read
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load {path} as a checkpoint: {reason}") from exc
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (it holds no state_dict)")
+    return checkpoint["state_dict"]
 
 
 def device_name(accelerator: str) -> str:
@@ -198,6 +252,8 @@ def fit(
     seed: int = 0,
     progress_bar: bool = False,
     checkpoint_every_s: float = 0.0,
+    keep_best_by: tuple[str, str] | None = None,
+    initial_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train one config for ``max_epochs`` and return the last validation epoch's metrics.
 
@@ -210,11 +266,21 @@ def fit(
     ``strategy`` and ``plugins`` go to ``pl.Trainer`` as they are: a DDP strategy and its cluster
     environment make this one process a rank of a distributed run, and ``report`` is called on every rank.
     ``checkpoint_every_s`` paces the checkpoints handed to ``report`` (see :class:`ReportEachEpoch`).
+    ``keep_best_by`` (a metric and "min" or "max") keeps the best epoch's weights: each checkpoint folder
+    handed to ``report`` holds them too, as :data:`BEST_CHECKPOINT_FILE`.
+    A Lightning logger the family's :meth:`~TrainerFamily.trainer_options` names is kept (no logger by default).
+    ``initial_weights`` (see :func:`checkpoint_weights`) are loaded into the model before training starts (:class:`WeightsMismatch` if they do not fit it).
     """
     resolved = family.resolve(config)
     quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
     model = family.build_model(resolved)
+    if initial_weights is not None:
+        try:
+            model.load_state_dict(initial_weights)
+        except RuntimeError as exc:  # torch names each missing or misshapen tensor on a line after its title
+            lines = str(exc).strip().splitlines()
+            raise WeightsMismatch(f"the weights do not fit this config's model: {lines[min(1, len(lines) - 1)].strip()}") from exc
     data = family.build_data(resolved)
     callbacks = list(family.callbacks(resolved))
     if stop_on_non_finite:
@@ -224,8 +290,15 @@ def fit(
             )
         )
     with tempfile.TemporaryDirectory(prefix="tune_ckpt_") as checkpoint_root:
+        best = None
+        if keep_best_by is not None:
+            best = KeepBestEpoch(os.path.join(checkpoint_root, "best"), *keep_best_by)
+            callbacks.append(best)
+            if resume_from and os.path.exists(os.path.join(resume_from, BEST_CHECKPOINT_FILE)):
+                os.makedirs(best.dirpath, exist_ok=True)
+                shutil.copy2(os.path.join(resume_from, BEST_CHECKPOINT_FILE), best.best_file)
         if report is not None:
-            callbacks.append(ReportEachEpoch(report, checkpoint_root, checkpoint_every_s))
+            callbacks.append(ReportEachEpoch(report, checkpoint_root, checkpoint_every_s, best))
         trainer = pl.Trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -233,12 +306,11 @@ def fit(
             strategy=strategy,
             plugins=plugins,
             callbacks=callbacks,
-            logger=False,
-            enable_checkpointing=False,
+            enable_checkpointing=best is not None,
             enable_progress_bar=progress_bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            **family.trainer_options(resolved),
+            **{"logger": False, **family.trainer_options(resolved)},  # the family's own logger, if it names one
         )
         ckpt_path = os.path.join(resume_from, CHECKPOINT_FILE) if resume_from else None
         # weights_only: a checkpoint holds tensors and plain values; loading one never runs code it carries.

@@ -4,16 +4,22 @@ Stock ``ray.tune.search.optuna.OptunaSearch`` tells Optuna that a trial ASHA sto
 with its last low-epoch value, which poisons the sampler and every later question about the study.
 :class:`OptunaBridge` records what really happened, in the storage, as it happens:
 
-- every validation epoch: the first objective as an intermediate value (``trial.report``), and the
-  path of the epoch's checkpoint;
-- a trial that trained ``max_epochs``: COMPLETE with its final first-objective value;
+- every validation epoch: the first objective as an intermediate value (in a Pareto study, every
+  objective's value as a system attribute: Optuna's intermediate values hold one objective), the train
+  seconds so far, and the path of the epoch's checkpoint;
+- a trial that trained ``max_epochs``: COMPLETE with its final first-objective value (every objective's
+  in a Pareto study), and its best epoch's weights (by the first objective) as an Optuna artifact;
 - a trial ASHA stopped earlier: PRUNED, with the epoch it reached;
+- a COMPLETE or PRUNED trial of a constrained study: how far its final metrics lie outside each range,
+  as Optuna's ``constraints`` (what every sampler, ``best_trials`` and the dashboard read);
 - a trial that raised: FAIL with the error's last line, the traceback kept;
-- a non-finite objective: FAIL with reason "diverged";
+- a non-finite objective (or constrained metric): FAIL with reason "diverged";
 - always: final and best-epoch metrics, epochs, train seconds, device, the space file's hash.
 
 A trial interrupted with its driver (Ctrl-C, kill -9, time budget) stays RUNNING with its checkpoint
-path; the next driver on the study continues it (see :func:`studies.driver.run.orphaned_trials`).
+path; the next driver on the study continues it from there, or from epoch 1 when it had none (see
+:func:`studies.driver.heartbeat.orphaned_trials`). Its curve is then the attempt's that ran last (an
+earlier attempt's epochs past where that one ended are NaN), and its train seconds count every attempt.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import optuna
+from optuna.samplers._base import _CONSTRAINTS_KEY  # Optuna's own record of a trial's constraint violations
 from optuna.trial import TrialState
-from ray.tune import Callback
+from ray.tune import Callback, Checkpoint
 from ray.tune.search import Searcher
 
 from studies.records import (
+    ATTR_BEST_CHECKPOINT,
     ATTR_BEST_EPOCH,
     ATTR_BEST_EPOCH_METRICS,
     ATTR_CHECKPOINT,
@@ -47,6 +55,7 @@ from studies.records import (
     ATTR_TRAIN_SECONDS,
     ATTR_TRAINING_CONFIG,
     ATTR_WORLD_SIZE,
+    EPOCH_VALUES_PREFIX,
     METRIC_PREFIX,
     RESULT_DEVICE,
     RESULT_EPOCH,
@@ -57,6 +66,8 @@ from studies.records import (
     RESULT_WORLD_SIZE,
 )
 from studies.space import Space
+from studies.store.catalog import constraints_of, epoch_values
+from trainers.base import BEST_CHECKPOINT_FILE
 
 # Ray adds these to every result; they are not the model's metrics.
 RAY_RESULT_KEYS = {
@@ -92,8 +103,10 @@ class _Running:
     best_epoch: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
     last_result: dict[str, Any] = field(default_factory=dict)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # every attempt's: a continued trial's earlier attempts count too
     continued: bool = False  # a trial whose earlier driver was lost, now trained on by this one
+    superseded: set[int] = field(default_factory=set)  # epochs an earlier attempt reported past where this one went on from
+    checkpoint: Checkpoint | None = None  # this driver's latest of the trial, in Ray's storage: it holds the best epoch's weights
 
 
 @dataclass
@@ -123,11 +136,14 @@ class OptunaBridge(Searcher):
         target: int,
         orphans: Iterable[optuna.trial.FrozenTrial] = (),
         counts: Counts | None = None,
+        artifacts: optuna.artifacts.FileSystemArtifactStore | None = None,
     ):
         objective = space.objectives[0]
         super().__init__(metric=objective.name, mode="min" if objective.direction == "minimize" else "max")
         self.study = study
         self.space = space
+        self.searched = [o.name for o in space.objectives][: len(study.directions)]  # the objectives Optuna is told
+        self.constraints = constraints_of(study)
         self.max_epochs = max_epochs
         self.target = target  # finished trials the study should hold, whichever drivers run them
         self.orphans = list(orphans)
@@ -135,6 +151,7 @@ class OptunaBridge(Searcher):
         self.running: dict[str, _Running] = {}
         self.space_sha = space.file_sha256
         self.driver = driver_id()
+        self.artifacts = artifacts  # where each COMPLETE trial's best-epoch weights go; None: nowhere
 
     # -- Ray's Searcher interface ------------------------------------------------------------
 
@@ -145,11 +162,13 @@ class OptunaBridge(Searcher):
             resume_from = frozen.user_attrs.get(ATTR_CHECKPOINT)
             # Training goes on from the checkpoint's epoch (a later reported epoch, if any, is trained again).
             epoch = int(frozen.user_attrs.get(ATTR_CHECKPOINT_EPOCH, 0)) if resume_from else 0
-            value = frozen.intermediate_values.get(epoch)
+            curve = epoch_values(frozen)
+            value = curve.get(epoch)
             last_result = {RESULT_EPOCH: epoch, self.metric: value} if value is not None else {}
             train_seconds = float(frozen.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0))
             continued = True
-            kept = {e: v for e, v in frozen.intermediate_values.items() if e <= epoch and math.isfinite(v)}
+            kept = {e: v for e, v in curve.items() if e <= epoch and math.isfinite(v)}
+            superseded = {e for e in curve if e > epoch}
         elif self._slots_taken() < self.target:
             trial = self.study.ask()
             if self._slots_taken(upto=trial._trial_id) > self.target:
@@ -157,7 +176,7 @@ class OptunaBridge(Searcher):
                 self.study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
                 return Searcher.FINISHED
             resume_from = None
-            epoch, last_result, train_seconds, continued, kept = 0, {}, 0.0, False, {}
+            epoch, last_result, train_seconds, continued, kept, superseded = 0, {}, 0.0, False, {}, set()
         else:
             return Searcher.FINISHED
         trial.set_user_attr(ATTR_DRIVER, self.driver)  # before drawing params: other drivers see at once whose trial it is
@@ -165,7 +184,9 @@ class OptunaBridge(Searcher):
         params = self.space.suggest(trial)
         trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
         trial.set_user_attr(ATTR_SPACE_SHA, self.space_sha)
-        live = _Running(trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=continued)
+        live = _Running(
+            trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=continued, superseded=superseded
+        )
         for kept_epoch, value in sorted(kept.items()):  # a continued trial's best epoch may predate its lost driver
             if live.best_value is None or self._better(value, live.best_value):
                 live.best_value, live.best_epoch = value, kept_epoch
@@ -200,22 +221,30 @@ class OptunaBridge(Searcher):
         if RESULT_ERROR in result:
             self._fail(live, result[RESULT_ERROR], result.get(RESULT_TRACEBACK, ""), result)
             return
-        value = result.get(self.metric)
         epochs = live.epoch
-        if value is None:
-            self._fail(live, f"the trainer reported no {self.metric}", "", result)
-        elif not math.isfinite(value):
-            self._fail(live, "diverged", f"{self.metric} became {value} at epoch {epochs}", result)
-        elif epochs >= self.max_epochs:
-            self._record(live, result, epochs)
-            self.study.tell(live.trial, float(value), state=TrialState.COMPLETE)
-            self.counts.complete += 1
-            if self.counts.best is None or self._better(value, self.counts.best):
-                self.counts.best = float(value)
+        needed = list(dict.fromkeys([*self.searched, *self.constraints]))  # what Optuna is told, and what it is bounded by
+        unreported = [name for name in needed if result.get(name) is None]
+        diverged = [name for name in needed if name not in unreported and not math.isfinite(result[name])]
+        if unreported:
+            self._fail(live, f"the trainer reported no {unreported[0]}", "", result)
+        elif diverged:
+            self._fail(live, "diverged", f"{diverged[0]} became {result[diverged[0]]} at epoch {epochs}", result)
         else:
             self._record(live, result, epochs)
-            self.study.tell(live.trial, state=TrialState.PRUNED)
-            self.counts.pruned += 1
+            violations = [max(low - result[name], result[name] - high) for name, (low, high) in self.constraints.items()]
+            if violations:  # what Optuna's constraints_func would store, for every search method
+                live.trial.storage.set_trial_system_attr(live.trial._trial_id, _CONSTRAINTS_KEY, violations)
+            if epochs >= self.max_epochs:
+                self._keep_best_weights(live)  # before tell: a finished trial takes no more attributes
+                value = float(result[self.metric])
+                self.study.tell(live.trial, [float(result[name]) for name in self.searched], state=TrialState.COMPLETE)
+                self.counts.complete += 1
+                within = all(v <= 0 for v in violations)
+                if within and (self.counts.best is None or self._better(value, self.counts.best)):
+                    self.counts.best = value
+            else:
+                self.study.tell(live.trial, state=TrialState.PRUNED)
+                self.counts.pruned += 1
 
     def fail_from_ray(self, trial_id: str, reason: str, traceback_text: str) -> None:
         """A trial Ray gave up on (its worker died more often than the retry limit)."""
@@ -227,15 +256,27 @@ class OptunaBridge(Searcher):
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Nothing to save: the Optuna storage holds the searcher's whole state."""
 
-    def record_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
+    def record_checkpoint(self, trial_id: str, path: str, epoch: int, filesystem=None) -> None:
+        """A checkpoint Ray stored at ``path`` (on ``filesystem``, a pyarrow one: where Ray's storage is a URI)."""
         live = self.running.get(trial_id)
         if live is not None:
             live.trial.set_user_attr(ATTR_CHECKPOINT, path)
             live.trial.set_user_attr(ATTR_CHECKPOINT_EPOCH, epoch)
-            # Kept with the checkpoint so a continued trial's compute is counted whole.
-            live.trial.set_user_attr(ATTR_TRAIN_SECONDS, round(live.train_seconds, 3))
+            live.checkpoint = Checkpoint(path, filesystem) if filesystem is not None else None
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _keep_best_weights(self, live: _Running) -> None:
+        """The best epoch's weights, which the trial's last checkpoint holds, as an Optuna artifact: the dashboard lists it."""
+        if self.artifacts is None or live.checkpoint is None:
+            return
+        with live.checkpoint.as_directory() as folder:
+            best = os.path.join(folder, BEST_CHECKPOINT_FILE)
+            if os.path.exists(best):
+                artifact_id = optuna.artifacts.upload_artifact(
+                    artifact_store=self.artifacts, file_path=best, study_or_trial=live.trial
+                )
+                live.trial.set_user_attr(ATTR_BEST_CHECKPOINT, artifact_id)
 
     def _slots_taken(self, upto: int | None = None) -> int:
         """Finished and RUNNING trials of every driver on the study; with ``upto``, only those created no later than that trial.
@@ -261,12 +302,17 @@ class OptunaBridge(Searcher):
             live.continued = False
         live.last_result = dict(result)
         live.epoch = epoch
-        live.train_seconds += float(result.get(RESULT_EPOCH_SECONDS, 0.0))
+        if not stored_by_earlier_driver:  # a restored last checkpoint's epoch comes again untrained
+            live.train_seconds += float(result.get(RESULT_EPOCH_SECONDS, 0.0))
+            # Each epoch, not each checkpoint: a trial continued after its driver was lost counts every attempt's training.
+            live.trial.set_user_attr(ATTR_TRAIN_SECONDS, round(live.train_seconds, 3))
         value = result.get(self.metric)
         if value is None or not math.isfinite(value):
             return
         if not stored_by_earlier_driver:
-            live.trial.report(float(value), step=epoch)
+            # Through the storage: Trial.report would keep an earlier attempt's value of an epoch trained again.
+            self._store_epoch(live, epoch, result)
+            live.superseded.discard(epoch)
         if live.best_value is None or self._better(value, live.best_value):
             live.best_value, live.best_epoch = float(value), epoch
             live.best_metrics = model_metrics(result)
@@ -274,7 +320,23 @@ class OptunaBridge(Searcher):
     def _better(self, a: float, b: float) -> bool:
         return a < b if self.mode == "min" else a > b
 
+    def _store_epoch(self, live: _Running, epoch: int, result: Mapping[str, Any]) -> None:
+        """One epoch's values as :func:`studies.store.catalog.epoch_values` reads them; NaN (None) for an objective not in ``result``.
+
+        A Pareto study's keep every objective, as a system attribute: Optuna's intermediate values hold one objective, and
+        its multi-objective TPE cannot rank PRUNED trials that have them."""
+        storage, trial_id = live.trial.storage, live.trial._trial_id
+        values = [result.get(name) for name in self.searched]
+        if len(values) > 1:
+            finite = [float(v) if v is not None and math.isfinite(v) else None for v in values]
+            storage.set_trial_system_attr(trial_id, f"{EPOCH_VALUES_PREFIX}{epoch}", finite)
+        else:
+            storage.set_trial_intermediate_value(trial_id, epoch, math.nan if values[0] is None else float(values[0]))
+
     def _record(self, live: _Running, result: Mapping[str, Any], epochs: int) -> None:
+        for epoch in sorted(live.superseded):  # the stored curve is the attempt's that ran last: no value where it did not reach
+            self._store_epoch(live, epoch, {})
+        live.superseded.clear()
         metrics = model_metrics(result)
         attrs: dict[str, Any] = {f"{METRIC_PREFIX}{name}": value for name, value in metrics.items()}
         attrs.update(
@@ -308,7 +370,9 @@ class RecordRayEvents(Callback):
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         # The checkpoint came with the trial's latest result, which the searcher may not have seen yet.
-        self.bridge.record_checkpoint(trial.trial_id, checkpoint.path, int(trial.last_result.get(RESULT_EPOCH, 0)))
+        self.bridge.record_checkpoint(
+            trial.trial_id, checkpoint.path, int(trial.last_result.get(RESULT_EPOCH, 0)), checkpoint.filesystem
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         text = ""

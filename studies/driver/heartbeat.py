@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from studies.driver.bridge import driver_id
-from studies.records import ATTR_DRIVER, STUDY_HEARTBEAT_PREFIX
+from studies.records import ATTR_CHECKPOINT, ATTR_DRIVER, STUDY_HEARTBEAT_PREFIX
 
 # One small write per driver every 10 s is no load on any storage, and a lost driver's trials are free within a minute.
 HEARTBEAT_SECONDS = 10.0
@@ -130,3 +130,13 @@ def claim_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> 
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     ours = {t.number for t in running if t.user_attrs.get(ATTR_DRIVER) == me}
     return [t for t in orphans if t.number in ours]
+
+
+def how_orphans_go_on(orphans: list[optuna.trial.FrozenTrial]) -> str:
+    """One line: how many claimed trials start again from epoch 1 (no checkpoint stored) and how many go on from one."""
+    restarting = sum(1 for trial in orphans if not trial.user_attrs.get(ATTR_CHECKPOINT))
+    continuing = len(orphans) - restarting
+    parts = [f"restarting {restarting} interrupted trial(s) from scratch (no checkpoint was stored)"] if restarting else []
+    if continuing:
+        parts.append(f"continuing {continuing} {'' if restarting else 'interrupted trial(s) '}from their last checkpoint")
+    return ", ".join(parts)

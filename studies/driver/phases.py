@@ -41,6 +41,7 @@ from studies.driver.run import Queue, RunOptions, StudyError, baseline_queue, co
 from studies.files import checked_name
 from studies.records import ATTR_BASELINE, ATTR_CHECKPOINT, STUDY_PHASE, STUDY_TRIALS_REQUESTED
 from studies.space import Space, SpaceError
+from studies.store.catalog import select_trial
 from studies.store.storage import open_storage, study_names
 from trainers.base import CHECKPOINT_FILE
 
@@ -84,12 +85,13 @@ def phase_queue(space: Space, settings: Mapping[str, Any], warm_start: WarmStart
 
 
 def keep_best_checkpoint(study: optuna.Study, folder: Path) -> WarmStart:
-    """A stable copy, under ``folder``, of the best COMPLETE trial's last checkpoint, for the next phase to start from."""
+    """A stable copy, under ``folder``, of the best COMPLETE trial's last checkpoint, for the next phase to start from
+    (by the first objective, within the study's constraints: the trial `tune export` picks)."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise StudyError(
             f"study {study.study_name} has no COMPLETE trial to warm-start the next phase from; run it with more --trials"
         )
-    best = study.best_trial
+    best = select_trial(study)
     kept = folder / checked_name(study.study_name) / f"best_trial_{best.number}.ckpt"
     if not kept.exists():
         source = Path(best.user_attrs.get(ATTR_CHECKPOINT, "")) / CHECKPOINT_FILE
@@ -113,7 +115,7 @@ def _existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.S
 
 def _describe(study: optuna.Study, target: int, space: Space) -> str:
     counts = count_states(study)
-    best = "-" if counts.best is None else f"{counts.best:.4g} (trial {study.best_trial.number})"
+    best = "-" if counts.best is None else f"{counts.best:.4g} (trial {select_trial(study).number})"
     return (
         f"{counts.finished} of {target} trials ({counts.complete} complete, {counts.pruned} pruned, {counts.failed} failed), "
         f"best {space.objectives[0].name} {best}"

@@ -14,17 +14,20 @@ from optuna.trial import TrialState
 
 from studies.driver.run import Queue
 from studies.records import ATTR_REPEAT_OF
-from studies.store.catalog import SelectionError, metric_value, objectives_of
+from studies.store.catalog import SelectionError, feasible, is_pareto, metric_value, objectives_of, pareto_trials
 
 
 def repeat_queue(study: optuna.Study, top: int, seeds: int) -> Queue:
-    """The top ``top`` COMPLETE trials by the first objective, each ``seeds`` times."""
+    """The top ``top`` COMPLETE trials, each ``seeds`` times: those within the study's constraints first, a Pareto study's
+    front before its other trials, and then by the first objective."""
     if top < 1 or seeds < 1:
         raise SelectionError(f"--top and --seeds must be at least 1 (got {top} and {seeds})")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise SelectionError(f"study {study.study_name} has no COMPLETE trial to repeat")
-    best_first = sorted(complete, key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    front = {t.number for t in pareto_trials(study, complete)} if is_pareto(study) else set()
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    best_first = sorted(complete, key=lambda t: (not feasible(t), t.number not in front, sign * t.values[0]))
     return [(dict(t.params), {ATTR_REPEAT_OF: t.number}) for t in best_first[:top] for _ in range(seeds)]
 
 

@@ -2,8 +2,8 @@
 
 1. :func:`plan_study`, the Optuna side: every option checked before anything is written, then the study
    opened or created in its storage, the documented configs queued once, the trial target stored.
-2. :func:`build_tuner`, the Ray side: the bridge as Ray Tune's searcher, ASHA as its scheduler, the
-   trainable with the resources of one trial, as many trials at once as the cluster holds.
+2. :func:`build_tuner`, the Ray side: the bridge as Ray Tune's searcher, ASHA as its scheduler (its rungs rebuilt
+   from the storage), the trainable with the resources of one trial, as many trials at once as the cluster holds.
 3. :func:`run_study` joins them under this driver's heartbeat, continuing lost drivers' trials first.
 """
 
@@ -29,7 +29,8 @@ from optuna.trial import TrialState
 from ray.tune.stopper import Stopper
 
 from studies.driver.bridge import Counts, LiveView, OptunaBridge, RecordRayEvents
-from studies.driver.heartbeat import Heartbeat, claim_orphans, orphaned_trials
+from studies.driver.heartbeat import Heartbeat, claim_orphans, how_orphans_go_on, orphaned_trials
+from studies.driver.trackers import EndTrialRuns, Trackers, chosen_trackers
 from studies.errors import TrialsInterrupted, UserInputError
 from studies.files import checked_name
 from studies.records import (
@@ -37,17 +38,20 @@ from studies.records import (
     ATTR_REPEAT_OF,
     STUDY_ASHA,
     STUDY_BASELINES_QUEUED,
+    STUDY_CONSTRAINTS,
     STUDY_CREATED_BY,
     STUDY_FINGERPRINT,
     STUDY_HEADLINES,
     STUDY_OBJECTIVES,
+    STUDY_SETTINGS_STORED,
     STUDY_SPACE_PATH,
     STUDY_SPACE_SHA,
     STUDY_TRIALS_REQUESTED,
 )
-from studies.samplers import SamplerSettings, hold, make_sampler
-from studies.space import AshaSettings, Resources, Space
-from studies.store.storage import failures_of, open_storage, redacted, study_names
+from studies.samplers import SamplerSettings, hold, make_sampler, method_for
+from studies.space import AshaSettings, Constraints, Resources, Space, constraint_problem
+from studies.store.catalog import constraints_of, constraints_record, described_constraints, feasible, half_made, is_pareto
+from studies.store.storage import artifact_store, failures_of, open_storage, redacted, study_names
 
 RAY_FOLDER = "ray"
 
@@ -81,10 +85,13 @@ class RunOptions:
     grid_base: str | None = None
     prune: bool = True  # False: every trial trains max_epochs (repeats compare like with like)
     held: dict[str, Any] | None = None  # knobs every sampled trial keeps at these values (a phase's own settings)
+    pareto: bool = False  # search every objective jointly (--pareto); else the space's SEARCH decides
+    constraints: Constraints | None = None  # --constrain: laid over the space's CONSTRAINTS, metric by metric
     study_attrs: dict[str, Any] | None = None  # user attributes a new study is created with (what `tune resume` needs)
     gpus_per_trial: float | None = None  # replaces the space's Resources.gpus: a fraction packs trials, a whole number > 1 is DDP
     max_retries: int = MAX_RETRIES  # times a trial whose worker process died is continued from its checkpoint
     checkpoint_every_s: float = CHECKPOINT_EVERY_S  # 0: every epoch
+    log: list[str] | None = None  # trackers besides TensorBoard (--log mlflow, --log wandb)
     verbose: bool = False
     command: str = ""
 
@@ -114,36 +121,84 @@ def ray_storage_location(chosen: str | None) -> str:
 
 
 def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create the study, or continue it if it was made from the same search space."""
+    """Create the study, or continue it if it was made from the same search space; one left half-made is completed or made anew."""
     storage = open_storage(options.storage, create=True)
     name = options.study or space.name
-    objective = space.objectives[0]
     if name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        if half_made(study):
+            return _complete_or_remake(study, storage, space, options, sampler)
         stored = study.user_attrs.get(STUDY_FINGERPRINT)
         if stored != space.fingerprint:
             raise StudyError(
                 f"study {name!r} exists with a different search space (knobs or objectives changed); "
                 f"pass --study NEW_NAME to start a new study, or restore {Path(study.user_attrs.get(STUDY_SPACE_PATH, '?')).name}"
             )
+        _check_same_search(study, options)
         sha = space.file_sha256
         # The file `tune resume` and `tune repeat` import: as this run loaded it (or as `--allow-changed-space` accepted it).
         if study.user_attrs.get(STUDY_SPACE_PATH) == str(space.path) and study.user_attrs.get(STUDY_SPACE_SHA) != sha:
             study.set_user_attr(STUDY_SPACE_SHA, sha)
         return study
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction=objective.direction)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=_directions(space, options))
+    return _store_settings(study, space, options)
+
+
+def _directions(space: Space, options: RunOptions) -> list[str]:
+    """The Optuna study's directions: every objective's in a Pareto search, else the first objective's."""
+    return [o.direction for o in space.objectives][: None if options.pareto else 1]
+
+
+def _check_same_search(study: optuna.Study, options: RunOptions) -> None:
+    """A study goes on with the search it was made with: of every objective or of the first, within the same constraints."""
+    if is_pareto(study) != options.pareto:
+        made, fix = ("a Pareto search", "pass --pareto") if is_pareto(study) else ("a first-objective search", "drop --pareto")
+        raise StudyError(
+            f"study {study.study_name} was made with {made}; {fix} to continue it (`tune resume` does), or pass --study NEW_NAME"
+        )
+    if constraints_of(study) != (options.constraints or {}):
+        made = described_constraints(constraints_of(study)) or "no constraints"
+        raise StudyError(
+            f"study {study.study_name} was made with {made}; pass the same --constrain to continue it (`tune resume` does), "
+            "or pass --study NEW_NAME"
+        )
+
+
+def _complete_or_remake(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    space: Space,
+    options: RunOptions,
+    sampler: optuna.samplers.BaseSampler,
+) -> optuna.Study:
+    """A study left half-made (no trial ever started): completed when this space may be the one it was made from, else made anew."""
+    directions = _directions(space, options)
+    made_from = [d.name.lower() for d in study.directions]
+    own = study.user_attrs.get(STUDY_FINGERPRINT) in (None, space.fingerprint) and made_from == directions
+    what = "completing it" if own else "it was being made from another search space: making it anew"
+    print(f"study {study.study_name} was left half-made by a run stopped while making it; {what}", file=sys.stderr, flush=True)
+    if not own:
+        optuna.delete_study(study_name=study.study_name, storage=storage)
+        study = optuna.create_study(study_name=study.study_name, storage=storage, sampler=sampler, directions=directions)
+    return _store_settings(study, space, options)
+
+
+def _store_settings(study: optuna.Study, space: Space, options: RunOptions) -> optuna.Study:
+    """What a new study stores about itself; :func:`plan_study` marks the study made once its own writes are done too."""
+    # First: a half-made study that stores its space path stores its phase too, so `tune resume` runs it as its phase.
+    for key, value in (options.study_attrs or {}).items():
+        study.set_user_attr(key, value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([objective.name])
+        study.set_metric_names([o.name for o in space.objectives][: len(study.directions)])
     study.set_user_attr(STUDY_SPACE_PATH, str(space.path))
     study.set_user_attr(STUDY_SPACE_SHA, space.file_sha256)
     study.set_user_attr(STUDY_FINGERPRINT, space.fingerprint)
     study.set_user_attr(STUDY_OBJECTIVES, [[o.name, o.direction] for o in space.objectives])
     study.set_user_attr(STUDY_HEADLINES, space.headlines)
+    study.set_user_attr(STUDY_CONSTRAINTS, constraints_record(options.constraints or {}))
     command = redacted(options.command)  # a storage URL's password is never stored
     study.set_user_attr(STUDY_CREATED_BY, command)
-    for key, value in (options.study_attrs or {}).items():
-        study.set_user_attr(key, value)
     _note_on_dashboard(study, space, command)
     return study
 
@@ -152,7 +207,10 @@ def _note_on_dashboard(study: optuna.Study, space: Space, command: str) -> None:
     from optuna_dashboard import save_note
 
     objectives = ", ".join(f"{o.name} ({o.direction})" for o in space.objectives)
-    save_note(study, f"Created by `{command}` from `{space.path.name}`.\n\nObjectives: {objectives}; the first drives ASHA.")
+    searched = "searched jointly (Pareto), the first drives ASHA" if is_pareto(study) else "the first drives ASHA"
+    within = described_constraints(constraints_of(study))
+    constrained = f"\n\nConstraints: {within}; the sampler learns to avoid configs outside them." if within else ""
+    save_note(study, f"Created by `{command}` from `{space.path.name}`.\n\nObjectives: {objectives}; {searched}.{constrained}")
 
 
 Queue = list[tuple[dict, dict]]
@@ -175,11 +233,13 @@ def enqueue_once(study: optuna.Study, queue: Queue) -> None:
 
 def count_states(study: optuna.Study) -> Counts:
     counts = Counts()
+    minimize = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
         if trial.state == TrialState.COMPLETE:
             counts.complete += 1
-            value = trial.value
-            if counts.best is None or (value < counts.best if study.direction.name == "MINIMIZE" else value > counts.best):
+            value = trial.values[0]  # the first objective's, in a Pareto study too
+            better = counts.best is None or (value < counts.best if minimize else value > counts.best)
+            if better and feasible(trial):
                 counts.best = value
         elif trial.state == TrialState.PRUNED:
             counts.pruned += 1
@@ -323,6 +383,10 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
     Raises :class:`TrialsInterrupted` when the run ends with trials of its own unfinished (``--time-budget``).
     """
     checked = check_options(space, options)
+    # Whether a trial fits is the cluster's to say: asked before the study is written, so a refusal leaves nothing behind.
+    _quiet_ray(options.verbose)
+    _start_ray(options)
+    _concurrency(checked.resources)
     # A storage that fails mid-run (disk full, server gone) ends the run with one line; what it holds stays.
     with failures_of(options.storage), contextlib.ExitStack() as lifetime:
         plan = plan_study(space, options, checked, queue)
@@ -340,10 +404,11 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
             )
             return study
         bridge = OptunaBridge(
-            study, space, max_epochs=plan.asha.max_epochs, target=plan.target, orphans=orphans, counts=plan.counts
-        )
+            study, space, max_epochs=plan.asha.max_epochs, target=plan.target, orphans=orphans, counts=plan.counts,
+            artifacts=artifact_store(options.storage, create=True),
+        )  # fmt: skip
         if orphans:  # before build_tuner starts the progress bar: a line of its own
-            print(f"continuing {len(orphans)} interrupted trial(s) from their last checkpoint", file=sys.stderr, flush=True)
+            print(how_orphans_go_on(orphans), file=sys.stderr, flush=True)
         tuner = build_tuner(plan, bridge, options, trials=len(orphans) + new_trials)
         with _ctrl_c_ends_the_run():
             tuner.fit()
@@ -364,17 +429,31 @@ class CheckedOptions:
     asha: AshaSettings
     resources: Resources
     ray_storage: str
+    pareto: bool = False  # every objective searched jointly
+    constraints: Constraints = dataclasses.field(default_factory=dict)  # the space's, with --constrain laid over them
+    trackers: Trackers = Trackers()
 
 
 def check_options(space: Space, options: RunOptions) -> CheckedOptions:
     """Every option checked against the space; raises :class:`StudyError` (or the sampler's or space's error) in one line."""
     # Ray's experiment folders are named after the study: a name is one plain path component (`--study ""` included).
     checked_name(space.name if options.study is None else options.study)
-    sampler_name = options.sampler or space.sampler
+    pareto = options.pareto or space.search == "pareto"
+    if pareto and len(space.objectives) < 2:
+        only = space.objectives[0].name
+        raise StudyError(f"--pareto needs two or more OBJECTIVES to search jointly; {space.path.name} declares {only} only")
+    for metric, (low, high) in (options.constraints or {}).items():
+        problem = constraint_problem(metric, low, high, space.declared_metrics)
+        if problem:
+            raise StudyError(f"--constrain {problem}")
+    sampler_name = method_for(options.sampler, space.sampler, pareto)
     sampler = hold(make_sampler(sampler_name, space, options.sampler_settings()), options.held)
+    for option, count in (("--trials", options.trials), ("--max-epochs", options.max_epochs)):
+        if count is not None and count < 1:  # 0 must not read as "not given" and fall back to the space's budget
+            raise StudyError(f"{option} must be at least 1 (got {count})")
+    if options.time_budget_s is not None and not 0 < options.time_budget_s < math.inf:
+        raise StudyError(f"--time-budget must be a number of seconds above 0 (got {options.time_budget_s:g})")
     max_epochs = options.max_epochs or space.budget.max_epochs
-    if max_epochs < 1:
-        raise StudyError(f"--max-epochs must be at least 1 (got {max_epochs})")
     if options.max_retries < 0:
         raise StudyError(f"--max-retries must be 0 or more (got {options.max_retries})")
     if not options.checkpoint_every_s >= 0:  # NaN included
@@ -386,6 +465,9 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
         asha=space.asha(max_epochs, prune=options.prune),
         resources=trial_resources(space, options),
         ray_storage=ray_storage_location(options.ray_storage),
+        pareto=pareto,
+        constraints={**space.constraints, **(options.constraints or {})},
+        trackers=chosen_trackers(options.log, space.name if options.study is None else options.study),
     )
 
 
@@ -429,13 +511,16 @@ class StudyPlan:
     asha: AshaSettings
     resources: Resources
     ray_storage: str
+    trackers: Trackers = Trackers()
 
 
 def plan_study(space: Space, options: RunOptions, checked: CheckedOptions, queue: Queue | None = None) -> StudyPlan:
     """Open or create the study, queue its first configs once, and store the trial target and ASHA's rungs."""
     if not options.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(space, options, checked.sampler)
+    # The search as checked (the space's SEARCH and CONSTRAINTS included): what a new study is made with, an old one must match.
+    searched = dataclasses.replace(options, pareto=checked.pareto, constraints=checked.constraints)
+    study = open_study(space, searched, checked.sampler)
     enqueue_once(study, baseline_queue(space) if queue is None else queue)
     if checked.sampler_name == "grid":
         default = _grid_size(space, options.grid_knobs) + len(space.baselines)
@@ -444,7 +529,11 @@ def plan_study(space: Space, options: RunOptions, checked: CheckedOptions, queue
     target = options.trials or study.user_attrs.get(STUDY_TRIALS_REQUESTED) or default
     study.set_user_attr(STUDY_TRIALS_REQUESTED, target)
     study.set_user_attr(STUDY_ASHA, dataclasses.asdict(checked.asha))
-    return StudyPlan(space, study, target, count_states(study), checked.asha, checked.resources, checked.ray_storage)
+    if not study.user_attrs.get(STUDY_SETTINGS_STORED):
+        study.set_user_attr(STUDY_SETTINGS_STORED, True)  # last: a study without it was left half-made, and is made again
+    return StudyPlan(
+        space, study, target, count_states(study), checked.asha, checked.resources, checked.ray_storage, checked.trackers
+    )
 
 
 def build_tuner(plan: StudyPlan, bridge: OptunaBridge, options: RunOptions, trials: int):
@@ -452,21 +541,28 @@ def build_tuner(plan: StudyPlan, bridge: OptunaBridge, options: RunOptions, tria
     _quiet_ray(options.verbose)
     import ray.tune
     from ray.tune.logger import JsonLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from studies.driver.rungs import StoredRungsASHA, stored_curves
     from studies.driver.trainable import train_trial
 
     _start_ray(options)
     asha, resources, study = plan.asha, plan.resources, plan.study
-    scheduler = ASHAScheduler(
-        time_attr="epoch", max_t=asha.max_epochs, grace_period=asha.grace_period, reduction_factor=asha.reduction_factor
+    scheduler = StoredRungsASHA(
+        stored_curves(study),
+        time_attr="epoch",
+        max_t=asha.max_epochs,
+        grace_period=asha.grace_period,
+        reduction_factor=asha.reduction_factor,
     )
     concurrency = _concurrency(resources)  # before the live view starts, so that a refusal is one line
+    plan.trackers.prepare()
     live_view = LiveView(plan.counts, plan.target, bridge.metric)
     return ray.tune.Tuner(
         ray.tune.with_resources(
-            ray.tune.with_parameters(train_trial, resources=resources, checkpoint_every_s=options.checkpoint_every_s),
+            ray.tune.with_parameters(
+                train_trial, resources=resources, checkpoint_every_s=options.checkpoint_every_s, trackers=plan.trackers
+            ),
             _tune_request(resources),
         ),
         tune_config=ray.tune.TuneConfig(
@@ -487,7 +583,7 @@ def build_tuner(plan: StudyPlan, bridge: OptunaBridge, options: RunOptions, tria
             storage_path=plan.ray_storage,
             verbose=2 if options.verbose else 0,
             # Ray's result.json stays: Ray's own `tune ls PATH` and `list-trials` read it.
-            callbacks=[RecordRayEvents(bridge), live_view, JsonLoggerCallback()],
+            callbacks=[RecordRayEvents(bridge), live_view, JsonLoggerCallback(), EndTrialRuns(plan.trackers)],
             checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=1),
             failure_config=ray.tune.FailureConfig(max_failures=options.max_retries),
             stop=_StopOnCtrlC(),

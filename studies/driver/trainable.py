@@ -10,8 +10,10 @@ trial does: the bridge records the same attributes either way.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import sys
 import threading
 import traceback
 import uuid
@@ -22,6 +24,7 @@ import ray.train
 import ray.tune
 import torch
 
+from studies.driver.trackers import Trackers, run_name
 from studies.records import (
     RESULT_DEVICE,
     RESULT_EPOCH,
@@ -71,14 +74,29 @@ def _worker_died(exc: BaseException) -> bool:
     return any(isinstance(cause, ray.exceptions.RayActorError) for cause in causes)
 
 
-def train_trial(config: dict[str, Any], resources: Resources | None = None, checkpoint_every_s: float = 0.0) -> None:
+def _trial_folder() -> str:
+    """This trial's folder in Ray's storage, beside its checkpoints: a path, or a URI where the storage is one."""
+    storage = ray.tune.get_context().get_storage()
+    filesystem = storage.storage_filesystem.type_name
+    return storage.trial_fs_path if filesystem == "local" else f"{filesystem}://{storage.trial_fs_path}"
+
+
+def _epoch_logs(tracking: dict[str, Any]):
+    """The trial's tracker runs (see :meth:`Trackers.trial`) from what :func:`train_trial` decided for it."""
+    return tracking["trackers"].trial(tracking["trial_folder"], tracking["run_name"], tracking["params"])
+
+
+def train_trial(
+    config: dict[str, Any], resources: Resources | None = None, checkpoint_every_s: float = 0.0, trackers: Trackers = Trackers()
+) -> None:
     """Train ``config["training_config"]``; report each validation epoch, with a checkpoint when one is due.
 
     A trial is continued from Ray's checkpoint after a worker failure, or from the checkpoint an
     interrupted driver left (``resume_from``). An exception is reported as the trial's last result
     (``trial_error``) instead of raised: Ray would otherwise retry a config that will fail the same way.
     ``resources`` are the space's, or those ``--gpus-per-trial`` made of them; ``checkpoint_every_s`` paces
-    a one-process trial's checkpoints (``--checkpoint-every``; the last epoch's is always saved).
+    a one-process trial's checkpoints (``--checkpoint-every``; the last epoch's is always saved). Every checkpoint
+    holds the best epoch's weights by the first objective too; ``trackers`` log each epoch's metrics.
     """
     objective = config["objective"]
     last_epoch = 0
@@ -95,25 +113,37 @@ def train_trial(config: dict[str, Any], resources: Resources | None = None, chec
         resources = resources or space.resources
         checkpoint = ray.tune.get_checkpoint()
         resume_path = checkpoint.path if checkpoint is not None else config.get("resume_from")
+        tracking = {
+            "keep_best_by": (objective, "min" if space.objectives[0].direction == "minimize" else "max"),
+            "trackers": trackers,
+            "trial_folder": _trial_folder(),
+            "run_name": run_name(config["optuna_trial"]),
+            "params": config["params"],
+        }
         if resources.processes > 1:
-            _train_with_ddp(config, resources, resume_path, report)
+            _train_with_ddp(config, resources, resume_path, report, tracking)
             return
         accelerator = _accelerator(resources.gpus)
         facts = {**_facts(accelerator), RESULT_WORLD_SIZE: 1}
-        fit(
-            space.trainer(),
-            config["training_config"],
-            max_epochs=config["max_epochs"],
-            report=lambda metrics, checkpoint_dir: report(
-                {**metrics, **facts}, ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-            ),
-            resume_from=resume_path,
-            stop_on_non_finite=objective,
-            accelerator=accelerator,
-            devices=1,
-            seed=config["optuna_trial"],
-            checkpoint_every_s=checkpoint_every_s,
-        )
+        with _epoch_logs(tracking) as log_epoch:
+
+            def report_epoch(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+                log_epoch(metrics)
+                report({**metrics, **facts}, ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+            fit(
+                space.trainer(),
+                config["training_config"],
+                max_epochs=config["max_epochs"],
+                report=report_epoch,
+                resume_from=resume_path,
+                stop_on_non_finite=objective,
+                accelerator=accelerator,
+                devices=1,
+                seed=config["optuna_trial"],
+                checkpoint_every_s=checkpoint_every_s,
+                keep_best_by=tracking["keep_best_by"],
+            )
         if not last_epoch:
             # Tune would stop the whole study on a result without the objective.
             raise RuntimeError("training ended without reporting an epoch")
@@ -149,33 +179,54 @@ class _ForwardEpochs(ray.train.UserCallback):
         self.epochs.put((joined, checkpoint))
 
 
+def _ray_lightning():
+    """``ray.train.lightning`` built on ``pytorch_lightning``, the package every trainer imports.
+
+    Ray builds it on the ``lightning`` package whenever that one is importable too, and pytorch_lightning's Trainer
+    refuses a strategy of the other package: while Ray's module is first imported, ``lightning`` is hidden.
+    """
+    hidden = {name: module for name, module in sys.modules.items() if name == "lightning" or name.startswith("lightning.")}
+    sys.modules.update(dict.fromkeys([*hidden, "lightning"]))  # None: an import of it fails as if it were not installed
+    try:
+        import ray.train.lightning
+    finally:
+        for name in [name for name in sys.modules if name == "lightning" or name.startswith("lightning.")]:
+            del sys.modules[name]
+        sys.modules.update(hidden)
+    return ray.train.lightning
+
+
 def _train_rank(loop: dict[str, Any]) -> None:
     """One DDP rank, in a Ray Train worker: Lightning's DDP through Ray's strategy and cluster environment."""
-    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment
+    ray_lightning = _ray_lightning()
 
     rank = ray.train.get_context().get_world_rank()
     accelerator = _accelerator(loop["gpus"])
     facts = {**_facts(accelerator), RESULT_RANK: rank}
 
-    # Every epoch is checkpointed (fit's default): saving is collective in DDP, so the ranks must not each judge by their own clock.
-    def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
-        # Every rank reports (Ray Train gathers them); rank 0's checkpoint holds the model all ranks share.
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if rank == 0 and checkpoint_dir else None
-        ray.train.report({**metrics, **facts}, checkpoint=checkpoint)
+    # Rank 0 logs the epochs for all ranks, as it alone stores the checkpoints.
+    with _epoch_logs(loop) if rank == 0 else contextlib.nullcontext(lambda metrics: None) as log_epoch:
+        # Every epoch is checkpointed (fit's default): saving is collective in DDP, so the ranks must not each judge by their own clock.
+        def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+            log_epoch(metrics)
+            # Every rank reports (Ray Train gathers them); rank 0's checkpoint holds the model all ranks share.
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if rank == 0 and checkpoint_dir else None
+            ray.train.report({**metrics, **facts}, checkpoint=checkpoint)
 
-    fit(
-        _space(loop["space_path"]).trainer(),
-        loop["training_config"],
-        max_epochs=loop["max_epochs"],
-        report=report,
-        resume_from=loop["resume_from"],
-        stop_on_non_finite=loop["objective"],
-        accelerator=accelerator,
-        devices="auto",
-        strategy=RayDDPStrategy(),
-        plugins=[RayLightningEnvironment()],
-        seed=loop["seed"],
-    )
+        fit(
+            _space(loop["space_path"]).trainer(),
+            loop["training_config"],
+            max_epochs=loop["max_epochs"],
+            report=report,
+            resume_from=loop["resume_from"],
+            stop_on_non_finite=loop["objective"],
+            accelerator=accelerator,
+            devices="auto",
+            strategy=ray_lightning.RayDDPStrategy(),
+            plugins=[ray_lightning.RayLightningEnvironment()],
+            seed=loop["seed"],
+            keep_best_by=loop["keep_best_by"],
+        )
 
 
 def _train_with_ddp(
@@ -183,8 +234,9 @@ def _train_with_ddp(
     resources: Resources,
     resume_path: str | None,
     report: Callable[[dict[str, Any], ray.tune.Checkpoint | None], None],
+    tracking: dict[str, Any],
 ) -> None:
-    """Train one trial on ``resources.processes`` Ray Train workers and report rank 0's epochs to Tune."""
+    """Train one trial on ``resources.processes`` Ray Train workers and report rank 0's epochs to Tune; ``tracking``: what each rank logs and keeps."""
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Empty, Queue
 
@@ -201,6 +253,7 @@ def _train_with_ddp(
             "resume_from": resume_path,
             "seed": config["optuna_trial"],
             "gpus": resources.gpus,
+            **tracking,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.processes, use_gpu=bool(resources.gpus), resources_per_worker=per_worker

@@ -4,7 +4,8 @@ plotly.js is inlined once in the page's head, so the report opens offline and ca
 file. The page holds, in order: what the study is (objectives with directions, the command that
 created it, trials by state, ASHA's settings, the selected trial), the top trials as a table, the
 failed trials with their reasons, the optimisation history with the named baselines, the Pareto
-front of the first objective against each other one, every trial's learning curve with ASHA's
+front of the first objective against each other one (a Pareto study's own front, the selected trial
+starred, trials outside the study's constraints greyed), every trial's learning curve with ASHA's
 rungs and where each pruned trial stopped, parallel coordinates and parameter importances
 (Optuna's own plots), and the compute spent and saved by pruning. ``png=True`` also writes each
 figure as a PNG beside the page, rendered by kaleido in a headless Chrome or Chromium.
@@ -49,7 +50,10 @@ from studies.store.catalog import (
     SelectionError,
     asha_settings,
     compute_summary,
+    constraints_of,
+    described_constraints,
     headlines_of,
+    is_pareto,
     metric_value,
     objectives_of,
     select_trial,
@@ -101,7 +105,7 @@ def top_trials_columns(study: optuna.Study, columns: list[str]) -> list[str]:
     """The summary table's column order: who, objectives, the space's headline metrics, other metrics, epochs, time, params."""
     objectives = [name for name, _ in objectives_of(study)]
     metrics = {n[len(METRIC_PREFIX) :] for t in study.get_trials(deepcopy=False) for n in t.user_attrs if n.startswith(METRIC_PREFIX)}
-    leading = ["trial", "baseline", "state"]
+    leading = ["trial", "baseline", "state"] + (["feasible"] if "feasible" in columns else [])  # in a constrained study
     scored = [c for c in dict.fromkeys([*objectives, *headlines_of(study)]) if c in columns]
     other_metrics = sorted(c for c in columns if c in metrics and c not in scored)
     trailing = ["epochs", "train_s"]
@@ -123,7 +127,8 @@ def top_trials_section(study: optuna.Study, selected: FrozenTrial | None) -> Sec
     numbers = [record["trial"] for record in table.to_dict("records")]
     highlight = numbers.index(selected.number) if selected is not None and selected.number in numbers else None
     section.text = (
-        "<p>COMPLETE trials first, best first by the first objective; then PRUNED trials by how far they got. "
+        "<p>COMPLETE trials first, best first by the first objective (in a constrained study, those within the "
+        "constraints first: feasible True); then PRUNED trials by how far they got. "
         "↓ smaller is better, ↑ larger is better; the highlighted row is the selected trial.</p>"
         + _html_table(columns, rows, headers, highlight)
     )
@@ -167,8 +172,10 @@ def _header(study: optuna.Study, asha: AshaSettings | None, selected: FrozenTria
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] += 1
     listed = ", ".join(f"{n} {state}" for state, n in counts.items() if n or state in ("COMPLETE", "PRUNED", "FAIL"))
+    jointly = " — drives ASHA; the sampler searches every objective jointly"
+    first_drives = jointly if is_pareto(study) else " — drives ASHA and the sampler"
     objective_items = "".join(
-        f"<li><b>{html.escape(name)}</b> ({direction}){' — drives ASHA and the sampler' if i == 0 else ''}</li>"
+        f"<li><b>{html.escape(name)}</b> ({direction}){first_drives if i == 0 else ''}</li>"
         for i, (name, direction) in enumerate(objectives)
     )
     if asha:
@@ -181,16 +188,20 @@ def _header(study: optuna.Study, asha: AshaSettings | None, selected: FrozenTria
     if selected is not None:
         first = objectives[0][0]
         value = metric_value(selected, first)
-        chosen = f"{html.escape(label(selected))}, {html.escape(first)} = {_format(value if value is not None else selected.value)}"
+        shown = value if value is not None else selected.values[0]
+        chosen = f"{html.escape(label(selected))}, {html.escape(first)} = {_format(shown)}"
     else:
         chosen = html.escape(why_none)
+    constraints = constraints_of(study)
+    within = " within the constraints" if constraints else ""
     facts = [
         # redacted: a study stored before commands were redacted may hold a storage password
         ("created by", f"<code>{html.escape(redacted(study.user_attrs.get(STUDY_CREATED_BY) or 'unknown'))}</code>"),
         ("search space", f"<code>{html.escape(str(study.user_attrs.get(STUDY_SPACE_PATH, 'unknown')))}</code>"),
         ("trials", f"{sum(counts.values())}: {listed}"),
         ("ASHA", schedule),
-        ("selected trial", f"{chosen} (best COMPLETE trial by the first objective, as <code>tune best</code> picks it)"),
+        ("constraints", html.escape(described_constraints(constraints) or "none")),
+        ("selected trial", f"{chosen} (best COMPLETE trial by the first objective{within}, as <code>tune best</code> picks it)"),
         ("written", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")),
     ]
     rows = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts)

@@ -8,8 +8,9 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import optuna
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
@@ -21,14 +22,17 @@ from studies.records import (
     ATTR_REASON,
     ATTR_SPACE_SHA,
     ATTR_TRAIN_SECONDS,
+    EPOCH_VALUES_PREFIX,
     METRIC_PREFIX,
     STUDY_ASHA,
+    STUDY_CONSTRAINTS,
     STUDY_HEADLINES,
     STUDY_OBJECTIVES,
+    STUDY_SETTINGS_STORED,
     STUDY_SPACE_PATH,
     STUDY_SPACE_SHA,
 )
-from studies.space import AshaSettings
+from studies.space import AshaSettings, Constraints
 from studies.store.storage import open_storage, study_names
 
 if TYPE_CHECKING:  # pandas and SQLAlchemy load when a table is built or counted: a missing storage is answered first
@@ -88,12 +92,27 @@ def stored_space_sha(study: optuna.Study) -> str | None:
     return None
 
 
+def half_made(study: optuna.Study) -> bool:
+    """A study whose run was stopped while making it: its settings lack their last write, and no trial of it ever started.
+
+    A study made before that last write was kept counts as half-made only while no trial of it has started: nothing is lost.
+    """
+    if study.user_attrs.get(STUDY_SETTINGS_STORED):
+        return False
+    return all(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
+
+
 def space_file_of(study: optuna.Study, allow_changed: bool = False) -> str:
     """The search-space file a stored study runs from (`tune resume`, `tune repeat`), once it holds what the study ran.
 
     A space file is Python that `tune` imports: one changed since the study last ran it is refused unless ``allow_changed``.
     """
     path = study.user_attrs.get(STUDY_SPACE_PATH)
+    if not path and half_made(study):
+        raise SelectionError(
+            f"study {study.study_name} was left half-made (its run was stopped while making it, before it stored its search space); "
+            "run the `tune run` or `tune phases` command that was making it again"
+        )
     if not path:
         raise SelectionError(f"study {study.study_name} stores no search-space file: it was not made by `tune run`")
     expected = stored_space_sha(study)
@@ -110,6 +129,46 @@ def space_file_of(study: optuna.Study, allow_changed: bool = False) -> str:
 
 def objectives_of(study: optuna.Study | optuna.study.FrozenStudy) -> list[tuple[str, str]]:
     return [tuple(o) for o in study.user_attrs.get(STUDY_OBJECTIVES, [])] or [("value", study.directions[0].name.lower())]
+
+
+def is_pareto(study: optuna.Study | optuna.study.FrozenStudy) -> bool:
+    """Whether the study searches its objectives jointly: one Optuna direction per objective."""
+    return len(study.directions) > 1
+
+
+def constraints_of(study: optuna.Study | optuna.study.FrozenStudy) -> Constraints:
+    """The ranges the study's search keeps metrics within, as the study was created with them."""
+    stored = study.user_attrs.get(STUDY_CONSTRAINTS, {})
+    return {
+        metric: (-math.inf if low is None else low, math.inf if high is None else high) for metric, (low, high) in stored.items()
+    }
+
+
+def constraints_record(constraints: Constraints) -> dict[str, list[float | None]]:
+    """``constraints`` as the study stores them (:func:`constraints_of` reads them back): JSON has no infinity."""
+    return {metric: [None if math.isinf(v) else v for v in limits] for metric, limits in constraints.items()}
+
+
+def described_constraints(constraints: Constraints) -> str:
+    return ", ".join(f"{metric} in [{low}, {high}]" for metric, (low, high) in constraints.items())
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Whether the trial lies within its study's constraints (Optuna's convention: no violation above 0); True without any."""
+    return all(violation <= 0 for violation in trial.constraints.values())
+
+
+def epoch_values(trial: FrozenTrial, index: int = 0) -> dict[int, float]:
+    """The value of the study's objective at ``index`` (in OBJECTIVES order) at each epoch the trial reported.
+
+    A Pareto study's trial keeps every objective's values per epoch in system attributes (Optuna's ``trial.report``
+    takes one objective); any other trial's intermediate values are its first objective's. NaN: no value kept there.
+    """
+    prefix = EPOCH_VALUES_PREFIX
+    per_epoch = {int(key[len(prefix) :]): values for key, values in trial.system_attrs.items() if key.startswith(prefix)}
+    if per_epoch:
+        return {epoch: math.nan if values[index] is None else float(values[index]) for epoch, values in sorted(per_epoch.items())}
+    return dict(trial.intermediate_values) if index == 0 else {}
 
 
 def _uncached(study: optuna.Study) -> optuna.storages.BaseStorage:
@@ -182,6 +241,8 @@ def trial_record(trial: FrozenTrial) -> dict:
         "metrics": {name[len(METRIC_PREFIX) :]: value for name, value in trial.user_attrs.items() if name.startswith(METRIC_PREFIX)},
         "params": dict(trial.params),
     }
+    if trial.constraints:
+        record["feasible"] = feasible(trial)
     if trial.state == TrialState.FAIL:
         record["fail_reason"] = trial.user_attrs.get(ATTR_REASON, "")
     return record
@@ -214,7 +275,10 @@ def important_params(study: optuna.Study, count: int, complete: list[FrozenTrial
                 # Judged in memory on the latest COMPLETE trials: Optuna's own reading of the study would load every trial.
                 latest = optuna.create_study(directions=study.directions)
                 latest.add_trials(complete[-IMPORTANCE_TRIALS:])
-                ranked = list(optuna.importance.get_param_importances(latest, evaluator=PedAnovaImportanceEvaluator()))
+                # In a Pareto study too, the params that matter are those that matter to the first objective.
+                first = (lambda trial: trial.values[0]) if is_pareto(study) else None
+                evaluator = PedAnovaImportanceEvaluator()
+                ranked = list(optuna.importance.get_param_importances(latest, evaluator=evaluator, target=first))
         except (ValueError, RuntimeError, ZeroDivisionError):  # no param every COMPLETE trial has, too few trials: no ranking
             ranked = []
         finally:
@@ -224,7 +288,8 @@ def important_params(study: optuna.Study, count: int, complete: list[FrozenTrial
 
 
 def trials_table(study: optuna.Study, top: int | None = None, complete: list[FrozenTrial] | None = None) -> pd.DataFrame:
-    """Finished trials, best first by the first objective: state, baseline, epochs, time, metrics, params.
+    """Finished trials, best first by the first objective (within the study's constraints before outside them): state,
+    baseline, epochs, time, metrics, params.
 
     ``complete``: the study's COMPLETE trials where the caller has read them already (reading is most of the cost)."""
     import pandas as pd
@@ -240,9 +305,10 @@ def trials_table(study: optuna.Study, top: int | None = None, complete: list[Fro
         return table
     rank = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
     table["_rank"] = table["state"].map(rank)
-    sort_by = ["_rank", "epochs"] + ([objective] if objective in table else [])
-    ascending = [True, False] + ([direction == "minimize"] if objective in table else [])
-    table = table.sort_values(sort_by, ascending=ascending, na_position="last").drop(columns="_rank")
+    table["_infeasible"] = table["feasible"].eq(False) if "feasible" in table else False
+    sort_by = ["_rank", "_infeasible", "epochs"] + ([objective] if objective in table else [])
+    ascending = [True, True, False] + ([direction == "minimize"] if objective in table else [])
+    table = table.sort_values(sort_by, ascending=ascending, na_position="last").drop(columns=["_rank", "_infeasible"])
     return table.head(top) if top else table
 
 
@@ -254,7 +320,7 @@ def select_trial(
     bounds: list[Bound] = (),
     maximize: bool | None = None,
 ) -> FrozenTrial:
-    """One trial: by number, or the best COMPLETE trial by a metric among those within the bounds."""
+    """One trial: by number, or the best COMPLETE trial by a metric among those within the bounds and the study's constraints."""
     if trial_number is not None:
         storage = _uncached(study)
         try:
@@ -273,11 +339,46 @@ def select_trial(
             raise SelectionError(f"no trial of {study.study_name} recorded {metric!r}; recorded metrics: {', '.join(known)}")
     if maximize is None:
         maximize = objectives.get(by, "minimize") == "maximize"
-    candidates = [t for t in complete if metric_value(t, by) is not None and all(b.holds(t) for b in bounds)]
+    candidates = [t for t in complete if metric_value(t, by) is not None and feasible(t) and all(b.holds(t) for b in bounds)]
     if not candidates:
-        raise SelectionError(f"no COMPLETE trial of {study.study_name} satisfies {', '.join(f'{b.metric} in [{b.low}, {b.high}]' for b in bounds)}")
+        within = [f"{b.metric} in [{b.low}, {b.high}]" for b in bounds]
+        if constraints_of(study):
+            within.append(f"its constraints ({described_constraints(constraints_of(study))})")
+        raise SelectionError(f"no COMPLETE trial of {study.study_name} satisfies {', '.join(within)}")
     pick = max if maximize else min
     return pick(candidates, key=lambda t: metric_value(t, by))
+
+
+def pareto_trials(study: optuna.Study, complete: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    """The study's front: the COMPLETE trials within its constraints that no other beats in every objective's final
+    value, best first by the first objective. ``complete``: the study's COMPLETE trials where the caller has read them."""
+    from optuna.study._multi_objective import _is_pareto_front  # Optuna's own test of non-domination
+
+    objectives = objectives_of(study)
+    complete = stored_trials(study, (TrialState.COMPLETE,)) if complete is None else complete
+    trials = [t for t in complete if feasible(t) and all(metric_value(t, name) is not None for name, _ in objectives)]
+    if not trials:
+        return []
+    losses = np.array([_losses(t, objectives) for t in trials])
+    front = [t for t, on_front in zip(trials, _is_pareto_front(losses, assume_unique_lexsorted=False)) if on_front]
+    return sorted(front, key=lambda t: (_losses(t, objectives)[0], t.number))
+
+
+def _losses(trial: FrozenTrial, objectives: Sequence[tuple[str, str]]) -> list[float]:
+    """A trial's final objective values, each turned to be minimized (Optuna's convention for fronts and hypervolumes)."""
+    return [metric_value(trial, name) * (1 if direction == "minimize" else -1) for name, direction in objectives]
+
+
+def front_hypervolume(study: optuna.Study, reference: Sequence[float], complete: list[FrozenTrial] | None = None) -> float:
+    """The objective space the study's front (:func:`pareto_trials`) dominates up to ``reference`` (one value per objective,
+    worse than the trials that count), by Optuna's own hypervolume computation; trials beyond the reference add nothing.
+    ``complete``: the COMPLETE trials to take the front of (default: all the study's)."""
+    from optuna._hypervolume import compute_hypervolume  # what Optuna's plot_hypervolume_history computes with
+
+    objectives = objectives_of(study)
+    bound = np.array([value * (1 if direction == "minimize" else -1) for value, (_, direction) in zip(reference, objectives)])
+    losses = np.array([_losses(t, objectives) for t in pareto_trials(study, complete)]).reshape(-1, len(objectives))
+    return float(compute_hypervolume(losses[(losses <= bound).all(axis=1)], bound))
 
 
 @dataclass(frozen=True)

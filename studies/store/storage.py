@@ -6,8 +6,9 @@ import contextlib
 import errno
 import os
 import re
+import urllib.parse
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import optuna
 
@@ -52,6 +53,28 @@ def _journal_path(url: str) -> Path | None:
     return None
 
 
+ARTIFACTS_FOLDER = "artifacts"
+
+
+def artifacts_folder(url: str | None = None) -> Path:
+    """Where a storage's Optuna artifacts (each COMPLETE trial's best weights) are kept: ``$TUNE_ARTIFACTS``, else beside
+    a SQLite or journal file, else (a database server) in ``tune_runs/`` of the working directory."""
+    chosen = os.environ.get("TUNE_ARTIFACTS")
+    if chosen:
+        return Path(chosen)
+    url = url or default_url()
+    local_file = _journal_path(url) or _sqlite_path(url)
+    return (local_file.parent if local_file is not None else Path(DEFAULT_FOLDER)) / ARTIFACTS_FOLDER
+
+
+def artifact_store(url: str | None = None, *, create: bool) -> optuna.artifacts.FileSystemArtifactStore:
+    """Optuna's artifact store of the storage at ``url`` (see :func:`artifacts_folder`); ``create`` makes its folder."""
+    folder = artifacts_folder(url)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(folder)
+
+
 def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.BaseStorage:
     """The storage behind ``url``: sqlite:///, postgresql://, mysql://, or journal:FILE (or FILE.log).
 
@@ -77,16 +100,30 @@ def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.Bas
         if journal is not None:
             backend = optuna.storages.journal.JournalFileBackend(str(journal))
             return optuna.storages.JournalStorage(backend)
-        storage = _rdb_storage(url, create)
+        storage = _rdb_storage(url if create else _reader_url(url, sqlite), create)
         if sqlite is not None:
             _write_ahead_log(storage.engine, switch=create)
         return storage
     except ImportError as exc:
         raise StorageError(f"storage {redacted(url)} needs a database driver that is not installed: {exc}") from exc
     except Exception as exc:  # SQLAlchemy and drivers raise many kinds: all mean "cannot open"
-        # Optuna wraps the database's own reason (connection refused, no such table) in its commit error.
-        reason = _first_line(getattr(_storage_failure(exc), "orig", None) or exc)
+        import sqlalchemy.exc
+
+        # Optuna wraps the database's own reason (connection refused, no such table, file is not a database) in its commit error.
+        database_error = _cause(exc, lambda error: isinstance(error, sqlalchemy.exc.DBAPIError))
+        reason = _first_line(getattr(database_error, "orig", None) or exc)
         raise StorageError(f"cannot open storage {redacted(url)}: {redacted(reason)}") from exc
+
+
+def _reader_url(url: str, sqlite: Path | None) -> str:
+    """``url`` as a reader opens it: a SQLite file in a folder this user cannot write, that no one has open, as it stands.
+
+    SQLite reads a database in WAL mode through a shared-memory file (``-shm``) beside it, which it cannot make in a
+    read-only folder; where there is none, no writer has the file open, and it can be read without one (immutable).
+    """
+    if sqlite is None or os.access(sqlite.parent, os.W_OK) or Path(f"{sqlite}-shm").exists():
+        return url
+    return f"sqlite:///file:{urllib.parse.quote(str(sqlite.resolve()))}?mode=ro&immutable=1&uri=true"
 
 
 # Optuna stamps a new database's schema version on every open, readers' included: a reader opening it just as a driver
@@ -147,10 +184,18 @@ def _storage_failure(exc: BaseException) -> BaseException | None:
     """The database or file-system error behind ``exc`` (Ray wraps what a searcher or callback raised), if any."""
     import sqlalchemy.exc
 
+    def failure(error: BaseException) -> bool:
+        return isinstance(error, sqlalchemy.exc.OperationalError) or (isinstance(error, OSError) and error.errno == errno.ENOSPC)
+
+    return _cause(exc, failure)
+
+
+def _cause(exc: BaseException | None, wanted: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first error in ``exc``'s chain of causes and contexts that is ``wanted``, if any."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, sqlalchemy.exc.OperationalError) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        if wanted(exc):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None

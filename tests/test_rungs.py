@@ -1,0 +1,49 @@
+"""ASHA's rungs rebuilt from a real SQLite study, driven as Ray Tune drives its scheduler, with Ray's own trial objects
+(stubs: no Ray is started)."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from studies.driver.rungs import StoredRungsASHA, stored_curves
+from studies.store.storage import open_storage
+
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+
+
+@pytest.fixture
+def scheduler(tmp_path):
+    """ASHA over 8 epochs (rungs 1, 2, 4, 8) on a study that holds two finished trials and one its lost driver left at epoch 3."""
+    study = optuna.create_study(study_name="stored", storage=open_storage(f"sqlite:///{tmp_path / 'rungs.db'}", create=True))
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.05, intermediate_values={1: 0.2, 2: 0.1, 4: 0.08, 8: 0.05}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, value=0.25, intermediate_values={1: 0.3, 2: 0.25}))
+    study.add_trial(create_trial(state=TrialState.RUNNING, intermediate_values={1: 0.9, 2: 0.8, 3: 0.7}))
+    asha = StoredRungsASHA(stored_curves(study), time_attr="epoch", max_t=8, grace_period=1, reduction_factor=2)
+    assert asha.set_search_properties("val_loss", "min")  # what Ray Tune does when the run starts
+    return asha
+
+
+def added(scheduler, trial_id, optuna_trial):
+    trial = Trial("train_trial", config={"optuna_trial": optuna_trial}, trial_id=trial_id, stub=True)
+    scheduler.on_trial_add(None, trial)
+    return trial
+
+
+def report(scheduler, trial, epoch, val_loss):
+    return scheduler.on_trial_result(None, trial, {"epoch": epoch, "val_loss": val_loss})
+
+
+def test_a_new_trial_is_judged_against_every_stored_trial_at_a_rung(scheduler):
+    # Rung 1 holds 0.2, 0.3 and 0.9: the median, 0.3, is the bar.
+    assert report(scheduler, added(scheduler, "new_a", 3), 1, 0.25) == CONTINUE
+    assert report(scheduler, added(scheduler, "new_b", 4), 1, 0.5) == STOP
+
+
+def test_a_continued_trial_is_not_judged_again_at_the_rungs_it_passed(scheduler):
+    continued = added(scheduler, "again", 2)  # trial 2, restarted from epoch 1 by the next driver
+    assert [report(scheduler, continued, epoch, 0.95) for epoch in (1, 2, 3)] == [CONTINUE] * 3
+    assert report(scheduler, continued, 4, 0.95) == STOP  # rung 4 it had not reached: judged there, against 0.08
+    ((_, recorded),) = [(rung, recorded) for rung, recorded in scheduler._brackets[0]._rungs if rung == 1]
+    assert sorted(recorded.values()) == [-0.9, -0.3, -0.2]  # its own value kept once, under its new Ray trial
