@@ -45,6 +45,7 @@ LONG_STUDY_TRIALS = 100
 LONG_STUDY_METHODS = ("tune", "ray_optuna_reuse", "optuna_2proc")
 SMOKE_EPOCH_SECONDS = (0.05,)
 SMOKE_TRIALS = 2
+SMOKE_METHODS = ("tune", "ray_optuna", "optuna_2proc")  # ray_optuna_reuse is ray_optuna with one flag: one Ray Tune run less in CI
 
 
 def variant_space(folder: Path, epoch_seconds: float) -> Path:
@@ -205,7 +206,7 @@ def measure_methods(epoch_seconds_list, trials: int, methods=METHODS) -> list[di
 def measure(smoke: bool = False) -> list[dict]:
     import_seconds = worker_import_seconds()
     if smoke:
-        rows = measure_methods(SMOKE_EPOCH_SECONDS, SMOKE_TRIALS)
+        rows = measure_methods(SMOKE_EPOCH_SECONDS, SMOKE_TRIALS, SMOKE_METHODS)
     else:
         rows = measure_methods(EPOCH_SECONDS, TRIALS) + measure_methods((0.5,), LONG_STUDY_TRIALS, LONG_STUDY_METHODS)
     return [{**row, "worker_import_seconds": import_seconds} for row in rows]

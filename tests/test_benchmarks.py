@@ -19,7 +19,7 @@ SECTIONS = ("efficiency", "search_quality", "storage_scale", "trainers", "pareto
 CONTRACT = {"TITLE": r"^TITLE\b", "measure": r"^def measure\(", "table": r"^def table\(", "plots": r"^def plots\("}
 MUST_PLOT = ("efficiency", "search_quality")  # the issue asks for a plot of the efficiency and regret comparisons
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# The smoke run takes a minute or two on 2 idle cores; the limits only stop a hung run on a busy machine.
+# The smoke run takes about 3 minutes on 2 idle cores; the limits only stop a hung run on a busy machine.
 RUN_LIMIT_S = 900
 pytestmark = pytest.mark.timeout(RUN_LIMIT_S + 60)
 

@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import http.server
 import importlib.metadata
 import io
 import json
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -245,11 +247,26 @@ def test_invalid_space_modules_are_refused_clearly(tmp_path, name):
 
 def test_unreachable_address_is_one_line_before_any_write(tmp_path):
     # Ray's own wait for an address nobody answers lasts minutes and ignores Ctrl-C: the timeout fails a hang.
+    assert_address_refused(tmp_path, "127.0.0.1:1", "no Ray cluster answers at --address 127.0.0.1:1")
+
+
+def test_an_address_where_a_web_server_answers_is_not_taken_for_ray(tmp_path):
+    # A port that accepts connections but is no Ray GCS: Ray would wait minutes there too.
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{web.server_address[1]}"
+        assert_address_refused(tmp_path, address, f"the server at --address {address} is not a Ray cluster")
+    finally:
+        web.shutdown()
+
+
+def assert_address_refused(tmp_path, address: str, says: str) -> None:
     storage = tmp_path / "s.db"
-    result = tune_cli("run", SPACES / "tiny.py", "--address", "127.0.0.1:1", "--storage", f"sqlite:///{storage}", cwd=tmp_path, timeout=60)
+    result = tune_cli("run", SPACES / "tiny.py", "--address", address, "--storage", f"sqlite:///{storage}", cwd=tmp_path, timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tune: error: no Ray cluster answers at --address 127.0.0.1:1"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"tune: error: {says}"), result.stderr
     assert "ray start --head" in lines[0]
     assert not storage.exists(), "a refused address must not create the storage"
     assert not (tmp_path / "tune_runs").exists()

@@ -58,6 +58,14 @@ def test_cli_refuses_unusable_resources_in_one_line(tmp_path, storage_url, flags
     assert not any(tmp_path.iterdir()), "refused before the storage is made"  # a trial too big for the cluster included
 
 
+def test_phases_refuse_a_trial_too_big_for_the_cluster_before_making_the_storage(tmp_path, storage_url):
+    result = tune_cli("phases", SPACES / "state_phases.py", "--storage", storage_url, "--trials", 1, "--gpus-per-trial", 4, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("tune: error: a trial needs 4 GPU (RESOURCES or --gpus-per-trial) but the Ray cluster has 0")
+    assert not any(tmp_path.iterdir()), "refused before the storage is made"
+
+
 def _trainings(events: list[dict]) -> list[dict]:
     """One entry per trained trial: its process, the GPU ids it was shown, and when its fit started and ended."""
     current: dict[int, dict] = {}  # by process: a reused worker trains one trial after another

@@ -1,6 +1,7 @@
 """Kill -9 a real `tune run` mid-study, then resume it: nothing lost, nothing doubled, nothing left RUNNING."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,13 +137,22 @@ def test_ctrl_c_mid_study_exits_130_naming_resume(tmp_path):
     assert not [t for t in after if t.state == TrialState.RUNNING]
 
 
+@pytest.fixture(scope="module")
+def one_finished_trial(tmp_path_factory):
+    """A tiny study holding one COMPLETE trial, every epoch checkpointed: the database, copied by each test that changes it."""
+    folder = tmp_path_factory.mktemp("one_finished")
+    url = f"sqlite:///{folder / 'studies.db'}"
+    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 1, "--checkpoint-every", 0, cwd=folder, check=True)
+    return folder / "studies.db"
+
+
 @pytest.mark.parametrize("last_epoch_stored", [False, True])
-def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, last_epoch_stored):
+def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, one_finished_trial, last_epoch_stored):
     # The state a driver killed between storing a trial's last-epoch checkpoint and telling its end leaves behind
     # (before or after the end's first write, the last epoch's value), made here from a finished trial:
     # a kill cannot be timed into that gap reliably.
+    shutil.copy(one_finished_trial, tmp_path / "studies.db")
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 1, "--checkpoint-every", 0, cwd=tmp_path, check=True)
     study = optuna.load_study(study_name="tiny", storage=open_storage(url, create=False))
     (finished,) = study.get_trials(states=(TrialState.COMPLETE,))  # the second baseline waits in the queue
     max_epochs = finished.user_attrs[ATTR_CHECKPOINT_EPOCH]

@@ -116,17 +116,18 @@ def test_a_folder_is_not_a_database(tmp_path):
     assert one_line(raised).startswith(f"cannot open storage sqlite:///{tmp_path}: ")
 
 
-def closed_study_file(folder: Path) -> Path:
-    """``folder``/tune.db holding study ``done`` (one COMPLETE trial tune could export), closed as a finished run leaves it."""
-    path = folder / "tune.db"
-    storage = open_storage(f"sqlite:///{path}", create=True)
+def closed_study_file(folder: Path, scheme: str = "sqlite:///", file: str = "tune.db") -> Path:
+    """``folder``/``file`` holding study ``done`` (one COMPLETE trial tune could export), closed as a finished run leaves it."""
+    path = folder / file
+    storage = open_storage(f"{scheme}{path}", create=True)
     study = optuna.create_study(study_name="done", storage=storage)
     study.set_user_attr(STUDY_OBJECTIVES, [["val_loss", "minimize"]])
     study.add_trial(create_trial(
         value=0.5, params={"lr": 0.01}, distributions={"lr": FloatDistribution(1e-3, 1.0)},
         user_attrs={"metric.val_loss": 0.5, "training_config": json.dumps({"lr": 0.01})},
     ))  # fmt: skip
-    storage.engine.dispose()  # the last connection closed: SQLite folds its write-ahead log into the file and removes it
+    if hasattr(storage, "engine"):
+        storage.engine.dispose()  # the last connection closed: SQLite folds its write-ahead log into the file and removes it
     assert [p.name for p in folder.iterdir()] == [path.name]
     return path
 
@@ -157,19 +158,20 @@ def unprivileged() -> list[str]:
 READERS = "import json, sys\nfrom studies.cli import main\nsys.exit(max(main(argv) for argv in json.loads(sys.argv[1])))"
 
 
-def test_a_read_only_storage_is_read_by_ls_show_best_export_and_left_as_it_was(tmp_path):
+@pytest.mark.parametrize(("scheme", "file"), [("sqlite:///", "tune.db"), ("journal:", "tune.log")], ids=["sqlite", "journal"])
+def test_a_read_only_storage_is_read_by_ls_show_best_export_and_left_as_it_was(tmp_path, scheme, file):
     folder = tmp_path / "shared"
     folder.mkdir()
-    path = closed_study_file(folder)
+    path = closed_study_file(folder, scheme, file)
     closed = path.read_bytes()
     path.chmod(0o444)
     folder.chmod(0o555)  # a finished study shared to be read, not written
-    storage = ["--storage", f"sqlite:///{path}"]
+    storage = ["--storage", f"{scheme}{path}"]
     commands = [["ls"], ["show", "done"], ["best", "done"], ["export", "done", "-o", "x.yaml"]]
     reader = [*unprivileged(), sys.executable, "-c", READERS, json.dumps([[*command, *storage] for command in commands])]
     try:
         read = subprocess.run(reader, cwd=tmp_path, capture_output=True, text=True)
-        assert [p.name for p in folder.iterdir()] == ["tune.db"] and path.read_bytes() == closed
+        assert [p.name for p in folder.iterdir()] == [file] and path.read_bytes() == closed
     finally:
         folder.chmod(0o755)
     assert read.returncode == 0, read.stderr

@@ -37,7 +37,16 @@ from typing import Any, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.driver.run import Queue, RunOptions, StudyError, baseline_queue, count_states, ray_storage_location, run_study
+from studies.driver.run import (
+    Queue,
+    RunOptions,
+    StudyError,
+    baseline_queue,
+    check_before_writing,
+    count_states,
+    ray_storage_location,
+    run_study,
+)
 from studies.files import checked_name
 from studies.records import ATTR_BASELINE, ATTR_CHECKPOINT, STUDY_PHASE, STUDY_TRIALS_REQUESTED
 from studies.space import Space, SpaceError
@@ -135,6 +144,7 @@ def run_phases(space: Space, options: RunOptions, phases: Sequence[str] | None =
     checked_name(space.name if options.study is None else options.study, "study prefix")
     for phase in chosen:
         checked_name(phase_study_name(prefix, phase), "phase study name", f"rename phase {phase!r} in the space's PHASES")
+    check_before_writing(space, options)
     storage = open_storage(options.storage, create=True)
     before = {phase: order[i - 1] if i else None for i, phase in enumerate(order)}
     for phase in chosen:

@@ -382,11 +382,7 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
 
     Raises :class:`TrialsInterrupted` when the run ends with trials of its own unfinished (``--time-budget``).
     """
-    checked = check_options(space, options)
-    # Whether a trial fits is the cluster's to say: asked before the study is written, so a refusal leaves nothing behind.
-    _quiet_ray(options.verbose)
-    _start_ray(options)
-    _concurrency(checked.resources)
+    checked = check_before_writing(space, options)
     # A storage that fails mid-run (disk full, server gone) ends the run with one line; what it holds stays.
     with failures_of(options.storage), contextlib.ExitStack() as lifetime:
         plan = plan_study(space, options, checked, queue)
@@ -418,6 +414,15 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
         if interrupted:
             raise TrialsInterrupted(f"{len(interrupted)} trial(s) interrupted; `tune resume {study.study_name}` continues them")
         return study
+
+
+def check_before_writing(space: Space, options: RunOptions) -> CheckedOptions:
+    """Every option checked, then whether a trial fits the cluster (Ray started): a refusal leaves nothing behind."""
+    checked = check_options(space, options)
+    _quiet_ray(options.verbose)
+    _start_ray(options)
+    _concurrency(checked.resources)  # whether a trial fits is the cluster's to say
+    return checked
 
 
 @dataclass(frozen=True)
@@ -490,14 +495,39 @@ def check_address(address: str | None) -> None:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise StudyError(f"--address {address} is not HOST:PORT; pass the address `ray start --head` printed, such as 10.0.0.5:6379")
     try:
-        with socket.create_connection((host, int(port)), timeout=ADDRESS_PROBE_S):
-            pass
+        with socket.create_connection((host, int(port)), timeout=ADDRESS_PROBE_S) as connection:
+            speaks_grpc = os.environ.get("RAY_USE_TLS", "0") not in ("", "0") or _answers_http2(connection)
     except OSError as exc:  # refused, timed out, an unknown host name, no route
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise StudyError(
             f"no Ray cluster answers at --address {address} ({reason}); "
             "start one with `ray start --head`, or check the address (the head's HOST:PORT that `ray start --head` printed)"
         ) from exc
+    if not speaks_grpc:  # Ray would wait minutes for a GCS there, deaf to Ctrl-C
+        raise StudyError(
+            f"the server at --address {address} is not a Ray cluster (it does not answer as Ray's gRPC does); "
+            "pass the head's HOST:PORT that `ray start --head` printed (port 6379 unless it was changed)"
+        )
+
+
+# An HTTP/2 client's opening: the connection preface, then an empty SETTINGS frame (RFC 9113, section 3.4).
+HTTP2_OPENING = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4  # the frame type every HTTP/2 server sends first
+
+
+def _answers_http2(connection: socket.socket) -> bool:
+    """Whether the server answers as an HTTP/2 one does: Ray's GCS and Ray Client are gRPC servers.
+
+    By hand: a 9-byte frame header is all it takes, and Ray's own client has no check that gives up in seconds.
+    """
+    connection.sendall(HTTP2_OPENING)
+    header = b""
+    while len(header) < 9:
+        received = connection.recv(9 - len(header))
+        if not received:
+            return False  # closed: an HTTP/1 server, or something else
+        header += received
+    return header[3] == HTTP2_SETTINGS
 
 
 @dataclass
