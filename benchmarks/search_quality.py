@@ -24,6 +24,7 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
   Optuna as PRUNED with its curve.
 - ``bohb_random_<share>``: the same path with another random share: none (the model alone) and BOHB's
   own third, against ``bohb``'s half: which part does the work, and how much random is enough.
+- ``bohb_near_copies``: the same path without ``bohb``'s check against near-copies of seen trials.
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -57,6 +58,7 @@ ABLATED_SHARES = ("0", "1/3")  # bohb's model alone, and BOHB's own random share
 METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
     **{f"bohb_random_{share}": f"ablation: bohb with a random share of {share}" for share in ABLATED_SHARES},
+    "bohb_near_copies": "ablation: bohb that may propose near-copies",
     "ray_random_asha": "stock Ray Tune random + ASHA",
     "ray_optuna_asha": "stock Ray Tune OptunaSearch (TPE) + ASHA",
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
@@ -133,7 +135,7 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
             grace_period=asha.grace_period, reduction_factor=asha.reduction_factor,
         )  # fmt: skip
 
-    if method.startswith(("tune_", "bohb_random_")):
+    if method.startswith(("tune_", "bohb_")):
         from fractions import Fraction
 
         from studies.driver.bridge import OptunaBridge
@@ -142,6 +144,8 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
 
         if method.startswith("bohb_random_"):
             sampler = RungTPESampler(seed=seed, random_fraction=float(Fraction(method[len("bohb_random_") :])))
+        elif method == "bohb_near_copies":
+            sampler = RungTPESampler(seed=seed, near_copy=0.0)
         else:
             sampler = make_sampler(method[len("tune_") :], space, SamplerSettings(seed=seed))
         study = optuna.create_study(sampler=sampler, direction="minimize")

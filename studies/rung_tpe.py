@@ -13,6 +13,17 @@ both kept here:
 - **A random share.** ``random_fraction`` of the trials are drawn uniformly, whatever the model says,
   so a misleading early rung costs at most the model's share of the budget.
 
+Two additions of the issue's candidate list, neither in Optuna's TPE:
+
+- **No near-copies.** Of TPE's candidates, one within ``NEAR_COPY`` of a trial the model saw, RUNNING ones
+  included (every numeric knob within that share of its range, every categorical equal), is passed over for
+  the best of the rest, and when all are near-copies the config is drawn at random: a worker never spends
+  epochs re-running a config that has been run or that another worker is training.
+- **The documented configs as a prior** (PriorBand, Mallik et al., NeurIPS 2023). Where a space
+  declares baselines, half of the random share is drawn around one of them instead of uniformly: each
+  numeric knob from a Gaussian of ``PRIOR_WIDTH`` of its range about the baseline's value, each
+  categorical the baseline's with ``PRIOR_KEEP`` chance. The baselines themselves still run first.
+
 A trial outside the study's constraints (``--constrain``) is never among the good ones, as in Optuna's TPE.
 
 Everything else is Optuna's TPESampler (its estimators, candidates and acquisition); what is written
@@ -36,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -50,6 +61,11 @@ MAX_GOOD = 25  # as Optuna's TPE caps its good set: past this, more good points 
 # The bad estimator sees at most this many trials, the latest: a suggestion then costs the same at 10 000 trials as at
 # a few hundred, and the latest trials are where the search is now.
 MAX_BAD = 300
+NEAR_COPY = 0.02  # of a knob's range (log range for a log knob): closer on every knob than this is the same config
+# PriorBand's prior (NePS's "medium" confidence, rounded): a baseline's knob moves by a fifth of its range, a choice
+# stays with odds 2:1.
+PRIOR_WIDTH = 0.2
+PRIOR_KEEP = 2 / 3
 
 
 class RungTPESampler(TPESampler):
@@ -63,6 +79,8 @@ class RungTPESampler(TPESampler):
         top_fraction: float = TOP_FRACTION,
         min_points: int | None = None,
         n_startup_trials: int = 10,
+        prior: list[dict[str, Any]] | None = None,
+        near_copy: float = NEAR_COPY,
     ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate: BOHB's joint model
@@ -78,6 +96,9 @@ class RungTPESampler(TPESampler):
         self._min_points = min_points
         self._coin = np.random.default_rng(seed)
         self._random_trials: set[int] = set()
+        self._near_copy = near_copy
+        self._prior = list(prior or [])  # the documented configs, knob -> value
+        self._prior_trials: dict[int, dict[str, Any]] = {}  # trial number -> the documented config it is drawn about
         self._scores: dict[StudyDirection, _RungScores] = {}
         self._last_split: tuple[tuple[int, int] | None, Any] = (None, None)
 
@@ -88,14 +109,17 @@ class RungTPESampler(TPESampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         super().before_trial(study, trial)
         drawn = self._coin.random() < self._random_fraction
-        # use_cache: the trials Study.ask read once for this suggestion (TPESampler's own calls share them too).
-        finished = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True)
-        if drawn or len(finished) < self._n_startup_trials:  # TPE's own start: random until it has n_startup_trials
+        scores = self._scores_for(study.direction)
+        scores.read_study(study)
+        if drawn or len(scores.finished) < self._n_startup_trials:  # TPE's own start: random until it has n_startup_trials
             self._random_trials.add(trial.number)
+            if self._prior and self._coin.random() < 1 / 2:
+                self._prior_trials[trial.number] = self._prior[self._coin.integers(len(self._prior))]
 
     def after_trial(self, study, trial, state, values) -> None:
         super().after_trial(study, trial, state, values)
         self._random_trials.discard(trial.number)
+        self._prior_trials.pop(trial.number, None)
 
     def sample_relative(self, study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         if trial.number in self._random_trials:
@@ -103,6 +127,9 @@ class RungTPESampler(TPESampler):
         return super().sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+        center = self._prior_trials.get(trial.number, {})
+        if param_name in center:
+            return _about(center[param_name], param_distribution, self._coin)
         if trial.number in self._random_trials:
             return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
         # TPESampler.sample_independent without its warning, which scans every trial for each conditional knob.
@@ -116,32 +143,43 @@ class RungTPESampler(TPESampler):
         below = self._build_parzen_estimator(study, search_space, good, handle_below=True)
         above = self._build_parzen_estimator(study, search_space, bad, handle_below=False)
         candidates = below.sample(self._rng.rng, self._n_ei_candidates)
-        chosen = TPESampler._compare(candidates, self._compute_acquisition_func(candidates, below, above))
+        fresh = ~_near_copies(candidates, search_space, good + bad, self._near_copy)
+        if fresh.any():
+            acquisition = self._compute_acquisition_func(candidates, below, above)
+            chosen = TPESampler._compare({name: values[fresh] for name, values in candidates.items()}, acquisition[fresh])
+        else:  # the model only proposes what has been run: a uniform draw instead, the first of as many that repeats none
+            uniform = {
+                name: np.array([self._rng.rng.uniform(0, 1) for _ in range(self._n_ei_candidates)]) for name in search_space
+            }
+            candidates = {name: _from_unit(d, uniform[name]) for name, d in search_space.items()}
+            first = int(np.argmax(~_near_copies(candidates, search_space, good + bad, self._near_copy)))
+            chosen = {name: values[first].item() for name, values in candidates.items()}
         return {name: distribution.to_external_repr(chosen[name]) for name, distribution in search_space.items()}
 
     def _split_for(self, study, trial: FrozenTrial, dimensions: int) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         """The split for ``trial``, made once: its conditional knobs, each sampled on its own, share it."""
         key = (trial.number, dimensions)
         if self._last_split[0] != key:
-            states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-            trials = study._get_trials(deepcopy=False, states=states, use_cache=True)
-            others = [t for t in trials if t.number != trial.number]
-            self._last_split = (key, self.split_at_rung(others, study.direction, dimensions))
+            scores = self._scores_for(study.direction)
+            running = [t for t in scores.read_study(study) if t.number != trial.number]
+            self._last_split = (key, self._split(scores, running, dimensions))
         return self._last_split[1]
 
     def split_at_rung(
         self, trials: list[FrozenTrial], direction: StudyDirection, dimensions: int
     ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         """Good and bad trials, judged by their value at the highest epoch that enough trials reached."""
-        scores = self._scores.setdefault(direction, _RungScores(1.0 if direction == StudyDirection.MINIMIZE else -1.0))
-        running = []
-        for t in trials:
-            if t.state == TrialState.RUNNING:
-                running.append(t)
-            elif t.intermediate_values and t.number not in scores.trials:
-                scores.add(t)
+        scores = self._scores_for(direction)
+        return self._split(scores, scores.read(trials), dimensions)
+
+    def _scores_for(self, direction: StudyDirection) -> _RungScores:
+        return self._scores.setdefault(direction, _RungScores(1.0 if direction == StudyDirection.MINIMIZE else -1.0))
+
+    def _split(
+        self, scores: _RungScores, running: list[FrozenTrial], dimensions: int
+    ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         if not scores.trials:
-            return [], trials
+            return [], running
         ranked = scores.ranked_at(scores.rung(self._min_points or dimensions + 1))
         n_good = min(MAX_GOOD, max(1, math.ceil(self._top_fraction * len(ranked))))
         good = [scores.trials[number] for score, number in ranked[:n_good] if math.isfinite(score)]
@@ -157,10 +195,35 @@ class _RungScores:
 
     def __init__(self, sign: float):
         self.sign = sign  # 1 to minimise, -1 to maximise: ranks sort ascending
-        self.trials: dict[int, FrozenTrial] = {}
+        self.finished: set[int] = set()  # the COMPLETE and PRUNED trials read, with a curve or without
+        self.settled = 0  # how many of the study's first trials are finished and read: none of them changes again
+        self.trials: dict[int, FrozenTrial] = {}  # the finished trials with a curve, which are ranked
         self.numbers: list[int] = []  # the finished trials' numbers, ascending
         self.reached: dict[int, int] = {}  # how many finished trials stopped at each last epoch
         self.ranks: dict[int, list[tuple[float, int]]] = {}  # rung -> (score, number) of the trials that reached it, sorted
+
+    def read(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """Adds the finished trials of ``trials`` not read yet; returns the RUNNING ones."""
+        running = []
+        for t in trials:
+            if t.state == TrialState.RUNNING:
+                running.append(t)
+            elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.number not in self.finished:
+                self.finished.add(t.number)
+                if t.intermediate_values:
+                    self.add(t)
+        return running
+
+    def read_study(self, study: optuna.Study) -> list[FrozenTrial]:
+        """:meth:`read` over the study's trials from the first that was not finished when last read.
+
+        The list is the one Study.ask read once for this suggestion (every state, by number, not copied), so a
+        suggestion reads the few latest trials, not all 10 000 of a large study."""
+        trials = study._get_trials(deepcopy=False, use_cache=True)
+        tail = trials[self.settled :]
+        running = self.read(tail)
+        self.settled += next((i for i, t in enumerate(tail) if not t.state.is_finished()), len(tail))
+        return running
 
     def add(self, trial: FrozenTrial) -> None:
         last = max(trial.intermediate_values)
@@ -200,6 +263,63 @@ class _RungScores:
         # A trial outside the study's constraints (Optuna's: a violation above 0) is never a good one.
         good_candidate = math.isfinite(value) and all(v <= 0 for v in trial.constraints.values())
         return (self.sign * value if good_candidate else math.inf, trial.number)
+
+
+def _unit(distribution: BaseDistribution, internal: Any) -> np.ndarray:
+    """A numeric knob's internal value(s) in [0, 1] over its range, in log space for a log knob."""
+    low, high, values = distribution.low, distribution.high, np.asarray(internal, dtype=float)
+    if high == low:
+        return np.zeros_like(values)
+    if distribution.log:
+        return (np.log(values) - math.log(low)) / (math.log(high) - math.log(low))
+    return (values - low) / (high - low)
+
+
+def _internal(distribution: BaseDistribution, value: Any) -> float:
+    """A trial's value as TPE's candidates hold it; NaN for a choice the knob no longer has (never near)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return float(distribution.choices.index(value)) if value in distribution.choices else math.nan
+    return float(value)
+
+
+def _near_copies(
+    candidates: dict[str, np.ndarray], search_space: dict[str, BaseDistribution], seen: list[FrozenTrial], within: float
+) -> np.ndarray:
+    """For each candidate (TPE's internal values), whether it is within ``within`` of a trial in ``seen`` on every knob."""
+    size = next(iter(candidates.values())).size
+    near = np.zeros((size, len(seen)), dtype=bool)
+    if not seen:
+        return near.any(axis=1)
+    near[:] = True
+    for name, distribution in search_space.items():
+        ours = np.array([_internal(distribution, t.params[name]) if name in t.params else math.nan for t in seen])
+        if isinstance(distribution, CategoricalDistribution):
+            near &= candidates[name][:, None] == ours[None, :]
+        else:
+            near &= np.abs(_unit(distribution, candidates[name])[:, None] - _unit(distribution, ours)[None, :]) < within
+    return near.any(axis=1)
+
+
+def _from_unit(distribution: BaseDistribution, unit: np.ndarray) -> np.ndarray:
+    """Internal values from points in [0, 1]: a choice's index, a numeric knob's value on its step (the inverse of _unit)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return np.minimum((unit * len(distribution.choices)).astype(int), len(distribution.choices) - 1)
+    low, high = distribution.low, distribution.high
+    values = np.exp(math.log(low) + unit * (math.log(high) - math.log(low))) if distribution.log else low + unit * (high - low)
+    step = getattr(distribution, "step", None)
+    if step:
+        values = low + np.round((values - low) / step) * step
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        values = np.round(values)
+    return np.clip(values, low, high)
+
+
+def _about(value: Any, distribution: BaseDistribution, rng: np.random.Generator) -> Any:
+    """A draw from the prior about a documented ``value``: a Gaussian over a numeric range, mostly the same choice."""
+    if isinstance(distribution, CategoricalDistribution):
+        return value if rng.random() < PRIOR_KEEP else distribution.choices[rng.integers(len(distribution.choices))]
+    unit = np.clip(_unit(distribution, value) + rng.normal(0.0, PRIOR_WIDTH), 0.0, 1.0)
+    return distribution.to_external_repr(_from_unit(distribution, unit).item())
 
 
 def _value_at(trial: FrozenTrial, epoch: int) -> float:

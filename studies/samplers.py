@@ -126,11 +126,15 @@ def _tpe(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler
     return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True)
 
 
-@register("bohb", "BOHB's model on ASHA: TPE fitted on trials' values at the highest well-filled rung, half of the configs random")
+@register(
+    "bohb",
+    "BOHB's model on ASHA: TPE fitted on trials' values at the highest well-filled rung, no near-copies, "
+    "half of the configs random (around the space's baselines for half of those)",
+)
 def _bohb(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     from studies.rung_tpe import RungTPESampler
 
-    return RungTPESampler(seed=settings.seed)
+    return RungTPESampler(seed=settings.seed, prior=list(space.baselines.values()))
 
 
 @register("random", "independent uniform draws: the baseline every model-based method must beat", pareto=True)

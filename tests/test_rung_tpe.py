@@ -4,12 +4,14 @@ import math
 
 import optuna
 import pytest
+from conftest import SPACES
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
-from studies.rung_tpe import RungTPESampler
+from studies.rung_tpe import NEAR_COPY, RungTPESampler
 from studies.samplers import SAMPLERS, SamplerSettings, make_sampler
+from studies.space import load_space
 
 X = FloatDistribution(0.0, 1.0)
 
@@ -59,12 +61,12 @@ def test_a_trial_outside_the_studys_constraints_is_never_good():
     assert [t.number for t in good] == [1] and [t.number for t in bad] == [0]
 
 
-def optimise(random_fraction: float, trials: int = 40) -> list[float]:
-    """A study whose curves say small x is good from the first epoch; the x of every trial, in order."""
+def optimise(random_fraction: float, trials: int = 40, knobs: tuple[str, ...] = ("x", "y")) -> list[dict[str, float]]:
+    """A study whose curves say small x is good from the first epoch (y does not matter); every trial's params, in order."""
     study = optuna.create_study(sampler=RungTPESampler(seed=3, random_fraction=random_fraction, n_startup_trials=8))
     for _ in range(trials):
         trial = study.ask()
-        x = trial.suggest_float("x", 0.0, 1.0)
+        x = [trial.suggest_float(name, 0.0, 1.0) for name in knobs][0]
         epochs = 3 if x < 0.5 else 1  # the poor half is stopped after its first epoch, as ASHA would
         for epoch in range(1, epochs + 1):
             trial.report(x + 0.1 / epoch, epoch)
@@ -72,15 +74,22 @@ def optimise(random_fraction: float, trials: int = 40) -> list[float]:
             study.tell(trial, x)
         else:
             study.tell(trial, state=TrialState.PRUNED)
-    return [t.params["x"] for t in study.trials]
+    return [t.params for t in study.trials]
 
 
 def test_the_model_concentrates_where_the_rung_values_are_good_and_the_random_share_keeps_exploring():
-    modelled = optimise(random_fraction=0.0)[-20:]
-    random = optimise(random_fraction=1.0)[-20:]
+    modelled = [p["x"] for p in optimise(random_fraction=0.0)[-20:]]
+    random = [p["x"] for p in optimise(random_fraction=1.0)[-20:]]
     assert sum(modelled) / 20 < 0.25
     assert sum(random) / 20 > 0.3
     assert max(random) > 0.7  # the random share still reaches the far end
+
+
+def test_the_model_never_proposes_a_near_copy_of_a_trial_it_has_seen():
+    # With one knob TPE's estimator narrows onto the good trials and its candidates repeat them; each is passed over.
+    xs = [p["x"] for p in optimise(random_fraction=0.0, trials=20, knobs=("x",))]
+    for index in range(8, len(xs)):  # after the 8 start-up draws, every config is the model's
+        assert min(abs(xs[index] - earlier) for earlier in xs[:index]) >= NEAR_COPY, (index, xs[: index + 1])
 
 
 def test_a_conditional_knob_is_sampled_only_where_its_parent_asks_for_it():
@@ -95,9 +104,30 @@ def test_a_conditional_knob_is_sampled_only_where_its_parent_asks_for_it():
     assert all(isinstance(t.distributions["kind"], CategoricalDistribution) for t in study.trials)
 
 
-def test_bohb_is_a_registered_search_method():
+def test_half_the_random_share_is_drawn_about_the_documented_configs():
+    # One documented config at x = 0.1 of [0, 1]: half the draws come from a Gaussian of width 0.2 about it, where
+    # 84 % fall below 0.3; uniform draws put 30 % there. A categorical keeps the documented choice 2 times in 3.
+    sampler = RungTPESampler(seed=0, random_fraction=1.0, prior=[{"x": 0.1, "kind": "b", "n": 2}])
+    study = optuna.create_study(sampler=sampler)
+    for _ in range(300):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_categorical("kind", ["a", "b", "c"])
+        trial.suggest_int("n", 1, 64, log=True)
+        study.tell(trial, 0.0)
+    params = [t.params for t in study.trials]
+    below = sum(p["x"] < 0.3 for p in params) / len(params)
+    assert 0.45 < below < 0.7  # (84 % + 30 %) / 2 = 57 %; the prior alone or no prior would be far off
+    assert sum(p["x"] > 0.7 for p in params) > 30  # the uniform half still reaches the far end
+    assert 0.4 < sum(p["kind"] == "b" for p in params) / len(params) < 0.65  # (2/3 + 1/9 + 1/3) / 2 = 0.56
+    assert all(isinstance(p["n"], int) and 1 <= p["n"] <= 64 for p in params)
+
+
+def test_bohb_is_a_registered_search_method_whose_prior_is_the_spaces_baselines():
     assert "bohb" in SAMPLERS
-    assert isinstance(make_sampler("bohb", space=None, settings=SamplerSettings(seed=1)), RungTPESampler)
+    space = load_space(SPACES / "tiny.py")
+    sampler = make_sampler("bohb", space=space, settings=SamplerSettings(seed=1))
+    assert isinstance(sampler, RungTPESampler) and sampler._prior == list(space.baselines.values())
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0])
