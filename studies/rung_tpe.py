@@ -148,10 +148,7 @@ class RungTPESampler(TPESampler):
             acquisition = self._compute_acquisition_func(candidates, below, above)
             chosen = TPESampler._compare({name: values[fresh] for name, values in candidates.items()}, acquisition[fresh])
         else:  # the model only proposes what has been run: a uniform draw instead, the first of as many that repeats none
-            uniform = {
-                name: np.array([self._rng.rng.uniform(0, 1) for _ in range(self._n_ei_candidates)]) for name in search_space
-            }
-            candidates = {name: _from_unit(d, uniform[name]) for name, d in search_space.items()}
+            candidates = {name: _from_unit(d, self._rng.rng.uniform(0, 1, self._n_ei_candidates)) for name, d in search_space.items()}
             first = int(np.argmax(~_near_copies(candidates, search_space, good + bad, self._near_copy)))
             chosen = {name: values[first].item() for name, values in candidates.items()}
         return {name: distribution.to_external_repr(chosen[name]) for name, distribution in search_space.items()}
