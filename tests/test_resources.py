@@ -7,7 +7,7 @@ out GPU ids as on a GPU machine, while torch, finding no CUDA, trains every tria
 
 import optuna
 import pytest
-from conftest import SPACES, tune_cli
+from conftest import SPACES, refusal
 from declared_ray import run_tune
 from optuna.trial import TrialState
 
@@ -46,22 +46,25 @@ def test_resources_say_how_many_processes_train_a_trial():
     [
         (["--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5: gpus is a fraction up to 1"),
         (["--gpus-per-trial", "-1"], "--gpus-per-trial -1: needs gpus >= 0"),
-        (["--gpus-per-trial", "4"], "a trial needs 4 GPU (RESOURCES or --gpus-per-trial) but the Ray cluster has 0"),
         (["--max-retries", "-1"], "--max-retries must be 0 or more"),
     ],
 )
-def test_cli_refuses_unusable_resources_in_one_line(tmp_path, storage_url, flags, message):
-    result = tune_cli("run", SPACES / "tiny.py", "--storage", storage_url, "--trials", 1, *flags, cwd=tmp_path)
-    assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()
+def test_cli_refuses_unusable_resources_in_one_line(tmp_path, monkeypatch, capsys, storage_url, flags, message):
+    monkeypatch.chdir(tmp_path)
+    line = refusal(capsys, "run", SPACES / "tiny.py", "--storage", storage_url, "--trials", 1, *flags)
     assert line.startswith(f"tune: error: {message}")
-    assert not any(tmp_path.iterdir()), "refused before the storage is made"  # a trial too big for the cluster included
+    assert not any(tmp_path.iterdir()), "refused before the storage is made"
 
 
-def test_phases_refuse_a_trial_too_big_for_the_cluster_before_making_the_storage(tmp_path, storage_url):
-    result = tune_cli("phases", SPACES / "state_phases.py", "--storage", storage_url, "--trials", 1, "--gpus-per-trial", 4, cwd=tmp_path)
-    assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()
+# The cluster is the session's local Ray (2 CPUs, no GPU), which the CLI, run in this process, asks as its own.
+@pytest.mark.parametrize(
+    "command", [["run", SPACES / "tiny.py"], ["phases", SPACES / "state_phases.py"]], ids=["run", "phases"]
+)  # fmt: skip
+def test_a_trial_too_big_for_the_cluster_is_refused_before_making_the_storage(
+    ray_cluster, tmp_path, monkeypatch, capsys, storage_url, command
+):
+    monkeypatch.chdir(tmp_path)
+    line = refusal(capsys, *command, "--storage", storage_url, "--trials", 1, "--gpus-per-trial", 4)
     assert line.startswith("tune: error: a trial needs 4 GPU (RESOURCES or --gpus-per-trial) but the Ray cluster has 0")
     assert not any(tmp_path.iterdir()), "refused before the storage is made"
 

@@ -51,7 +51,7 @@ from studies.records import (
 from studies.samplers import SamplerSettings, hold, make_sampler, method_for
 from studies.space import AshaSettings, Constraints, Resources, Space, constraint_problem
 from studies.store.catalog import constraints_of, constraints_record, described_constraints, feasible, half_made, is_pareto
-from studies.store.storage import artifact_store, failures_of, open_storage, redacted, study_names
+from studies.store.storage import artifact_store, check_url, failures_of, open_storage, redacted, study_names
 
 RAY_FOLDER = "ray"
 
@@ -443,6 +443,8 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
     """Every option checked against the space; raises :class:`StudyError` (or the sampler's or space's error) in one line."""
     # Ray's experiment folders are named after the study: a name is one plain path component (`--study ""` included).
     checked_name(space.name if options.study is None else options.study)
+    if options.storage is not None:
+        check_url(options.storage)
     pareto = options.pareto or space.search == "pareto"
     if pareto and len(space.objectives) < 2:
         only = space.objectives[0].name

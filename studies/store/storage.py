@@ -75,18 +75,23 @@ def artifact_store(url: str | None = None, *, create: bool) -> optuna.artifacts.
     return optuna.artifacts.FileSystemArtifactStore(folder)
 
 
+def check_url(url: str) -> str:
+    """``url`` if it has a storage URL's form (it may still be unreachable), else a :class:`StorageError` saying the forms."""
+    if _journal_path(url) is None and "://" not in url:
+        raise StorageError(
+            f"storage {url!r} is not a URL; use sqlite:///FILE.db, postgresql://USER@HOST/DB, mysql://... or journal:FILE.log"
+        )
+    return url
+
+
 def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.BaseStorage:
     """The storage behind ``url``: sqlite:///, postgresql://, mysql://, or journal:FILE (or FILE.log).
 
     ``create=False`` (reading commands) refuses to make a new, empty storage where none exists.
     """
-    url = url or default_url()
+    url = check_url(url or default_url())
     journal = _journal_path(url)
     sqlite = _sqlite_path(url)
-    if journal is None and "://" not in url:
-        raise StorageError(
-            f"storage {url!r} is not a URL; use sqlite:///FILE.db, postgresql://USER@HOST/DB, mysql://... or journal:FILE.log"
-        )
     local_file = journal or sqlite
     if local_file is not None:
         if not create and not local_file.exists():
