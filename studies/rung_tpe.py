@@ -18,7 +18,9 @@ Two additions of the issue's candidate list, neither in Optuna's TPE:
 - **No near-copies.** Of TPE's candidates, one within ``NEAR_COPY`` of a trial the model saw, RUNNING ones
   included (every numeric knob within that share of its range, every categorical equal), is passed over for
   the best of the rest, and when all are near-copies the config is drawn at random: a worker never spends
-  epochs re-running a config that has been run or that another worker is training.
+  epochs re-running a config that has been run or that another worker is training. The check is on the knobs
+  every trial has, which TPE draws jointly; a config unlike every seen one there is unlike it whole. A
+  conditional knob, drawn on its own, is not checked: alone it is always close to some trial's value.
 - **The documented configs as a prior** (PriorBand, Mallik et al., NeurIPS 2023). Where a space
   declares baselines, half of the random share is drawn around one of them instead of uniformly: each
   numeric knob from a Gaussian of ``PRIOR_WIDTH`` of its range about the baseline's value, each
@@ -97,6 +99,7 @@ class RungTPESampler(TPESampler):
         self._coin = np.random.default_rng(seed)
         self._random_trials: set[int] = set()
         self._near_copy = near_copy
+        self._seen = _SeenPoints()
         self._prior = list(prior or [])  # the documented configs, knob -> value
         self._prior_trials: dict[int, dict[str, Any]] = {}  # trial number -> the documented config it is drawn about
         self._scores: dict[StudyDirection, _RungScores] = {}
@@ -122,9 +125,12 @@ class RungTPESampler(TPESampler):
         self._prior_trials.pop(trial.number, None)
 
     def sample_relative(self, study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        if trial.number in self._random_trials:
+        if trial.number in self._random_trials or not search_space:
             return {}  # each knob is then drawn by sample_independent, at random
-        return super().sample_relative(study, trial, search_space)
+        # TPESampler.sample_relative without two costs that grow with the study: counting every finished trial (before_trial
+        # counted them as read) and storing the drawn params as a system attribute for other processes' constant liar
+        # (a storage write; tune's bridge stores every param as the trial starts, where every process reads them).
+        return self._sample(study, trial, search_space)
 
     def sample_independent(self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
         center = self._prior_trials.get(trial.number, {})
@@ -132,10 +138,17 @@ class RungTPESampler(TPESampler):
             return _about(center[param_name], param_distribution, self._coin)
         if trial.number in self._random_trials:
             return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
-        # TPESampler.sample_independent without its warning, which scans every trial for each conditional knob.
-        return self._sample(study, trial, {param_name: param_distribution})[param_name]
+        # TPESampler.sample_independent without its warning, which scans every trial for each conditional knob. A
+        # conditional knob is one of a config's knobs: on its own it is close to some trial's, so no near-copy check.
+        return self._model_sample(study, trial, {param_name: param_distribution}, near_copy=0.0)[param_name]
 
     def _sample(self, study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """TPESampler.sample_relative's draw of the knobs every trial has: a config unlike every seen one on them."""
+        return self._model_sample(study, trial, search_space, near_copy=self._near_copy)
+
+    def _model_sample(
+        self, study, trial: FrozenTrial, search_space: dict[str, BaseDistribution], near_copy: float
+    ) -> dict[str, Any]:
         good, bad = self._split_for(study, trial, len(search_space))
         if not good:
             return {name: self._random_sampler.sample_independent(study, trial, name, d) for name, d in search_space.items()}
@@ -143,13 +156,16 @@ class RungTPESampler(TPESampler):
         below = self._build_parzen_estimator(study, search_space, good, handle_below=True)
         above = self._build_parzen_estimator(study, search_space, bad, handle_below=False)
         candidates = below.sample(self._rng.rng, self._n_ei_candidates)
-        fresh = ~_near_copies(candidates, search_space, good + bad, self._near_copy)
+        seen = self._seen.matrix(search_space, good + bad) if near_copy > 0 else np.empty((0, len(search_space)))
+        fresh = ~_near_copies(candidates, search_space, seen, near_copy)
         if fresh.any():
             acquisition = self._compute_acquisition_func(candidates, below, above)
             chosen = TPESampler._compare({name: values[fresh] for name, values in candidates.items()}, acquisition[fresh])
         else:  # the model only proposes what has been run: a uniform draw instead, the first of as many that repeats none
-            candidates = {name: _from_unit(d, self._rng.rng.uniform(0, 1, self._n_ei_candidates)) for name, d in search_space.items()}
-            first = int(np.argmax(~_near_copies(candidates, search_space, good + bad, self._near_copy)))
+            candidates = {
+                name: _from_unit(d, self._rng.rng.uniform(0, 1, self._n_ei_candidates)) for name, d in search_space.items()
+            }
+            first = int(np.argmax(~_near_copies(candidates, search_space, seen, near_copy)))
             chosen = {name: values[first].item() for name, values in candidates.items()}
         return {name: distribution.to_external_repr(chosen[name]) for name, distribution in search_space.items()}
 
@@ -272,29 +288,55 @@ def _unit(distribution: BaseDistribution, internal: Any) -> np.ndarray:
     return (values - low) / (high - low)
 
 
-def _internal(distribution: BaseDistribution, value: Any) -> float:
-    """A trial's value as TPE's candidates hold it; NaN for a choice the knob no longer has (never near)."""
+class _SeenPoints:
+    """The seen trials' values of the knobs TPE draws jointly, in [0, 1] (a choice as its index), as a matrix.
+
+    The trials checked for near-copies change by about one per suggestion, so each finished trial's row is converted
+    once and kept while it stays among them: a suggestion then converts one trial, not 300 times 22 values.
+    """
+
+    def __init__(self):
+        self.knobs: tuple = ()
+        self.rows: dict[int, np.ndarray] = {}  # finished trial number -> its row, for the trials last asked for
+
+    def matrix(self, search_space: dict[str, BaseDistribution], trials: list[FrozenTrial]) -> np.ndarray:
+        knobs = tuple(search_space.items())
+        kept = self.rows if knobs == self.knobs else {}
+        self.knobs, self.rows = knobs, {}
+        rows = []
+        for t in trials:
+            row = kept.get(t.number)
+            if row is None:
+                row = np.array([_unit_value(d, t.params[name]) if name in t.params else math.nan for name, d in knobs])
+            if t.state.is_finished():  # a RUNNING trial's params may still grow
+                self.rows[t.number] = row
+            rows.append(row)
+        return np.array(rows).reshape(len(trials), len(knobs))
+
+
+def _unit_value(distribution: BaseDistribution, value: Any) -> float:
+    """A trial's value in [0, 1] over the knob's range, a choice as its index; NaN for a choice the knob no longer has."""
     if isinstance(distribution, CategoricalDistribution):
         return float(distribution.choices.index(value)) if value in distribution.choices else math.nan
-    return float(value)
+    return float(_unit(distribution, value))
 
 
 def _near_copies(
-    candidates: dict[str, np.ndarray], search_space: dict[str, BaseDistribution], seen: list[FrozenTrial], within: float
+    candidates: dict[str, np.ndarray], search_space: dict[str, BaseDistribution], seen: np.ndarray, within: float
 ) -> np.ndarray:
-    """For each candidate (TPE's internal values), whether it is within ``within`` of a trial in ``seen`` on every knob."""
+    """For each candidate (TPE's internal values), whether it is within ``within`` of a row of ``seen`` on every knob."""
     size = next(iter(candidates.values())).size
-    near = np.zeros((size, len(seen)), dtype=bool)
-    if not seen:
-        return near.any(axis=1)
-    near[:] = True
-    for name, distribution in search_space.items():
-        ours = np.array([_internal(distribution, t.params[name]) if name in t.params else math.nan for t in seen])
-        if isinstance(distribution, CategoricalDistribution):
-            near &= candidates[name][:, None] == ours[None, :]
-        else:
-            near &= np.abs(_unit(distribution, candidates[name])[:, None] - _unit(distribution, ours)[None, :]) < within
-    return near.any(axis=1)
+    if not len(seen) or within <= 0:
+        return np.zeros(size, dtype=bool)
+    choice = np.array([isinstance(d, CategoricalDistribution) for d in search_space.values()])
+    ours = np.column_stack(
+        [
+            candidates[name] if isinstance(d, CategoricalDistribution) else _unit(d, candidates[name])
+            for name, d in search_space.items()
+        ]
+    )
+    apart = np.abs(ours[:, None, :] - seen[None, :, :])  # candidates x seen trials x knobs; NaN where a trial lacks one
+    return (apart < np.where(choice, 0.5, within)).all(axis=2).any(axis=1)  # a choice's index is equal or 1 apart
 
 
 def _from_unit(distribution: BaseDistribution, unit: np.ndarray) -> np.ndarray:
