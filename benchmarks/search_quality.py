@@ -9,6 +9,9 @@ Three problem families, each a :class:`benchmarks.simulated.BenchmarkProblem`:
   nearest recorded config with noise; regret normalised so the median recorded config is 1.
 - ``yahpo``: ``benchmarks/yahpo.py``: the YAHPO Gym ``rbv2_xgboost`` surrogate, a conditional space,
   training-set fraction as the fidelity; regret normalised the same way.
+- ``generated``: ``benchmarks/generated.py``: random learning-curve tasks, each drawn from its index
+  (2 to 7 numeric knobs, sometimes an optimizer choice, one to six modes, early rungs from faithful to
+  misleading, divergence, noise): curves no searcher here was shaped on; regret normalised the same way.
 
 Every run: ``WORKERS`` trials at a time, ASHA with grace period 1 and reduction factor 3 (rungs 1, 3,
 9, 27), a budget of ``BUDGET_TRAININGS`` full trainings' worth of epochs, counted whether a trial was
@@ -24,7 +27,7 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
   Optuna as PRUNED with its curve.
 - ``bohb_random_<share>``: the same path with another random share: none (the model alone) and BOHB's
   own third, against ``bohb``'s half: which part does the work, and how much random is enough.
-- ``bohb_near_copies``: the same path without ``bohb``'s check against near-copies of seen trials.
+- ``bohb_no_rung_check``: the same path without ``bohb``'s check that a rung ranks as later epochs do.
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -58,7 +61,7 @@ ABLATED_SHARES = ("0", "1/3")  # bohb's model alone, and BOHB's own random share
 METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
     **{f"bohb_random_{share}": f"ablation: bohb with a random share of {share}" for share in ABLATED_SHARES},
-    "bohb_near_copies": "ablation: bohb that may propose near-copies",
+    "bohb_no_rung_check": "ablation: bohb that models any rung, its ranking checked or not",
     "ray_random_asha": "stock Ray Tune random + ASHA",
     "ray_optuna_asha": "stock Ray Tune OptunaSearch (TPE) + ASHA",
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
@@ -95,6 +98,7 @@ class SyntheticTask:
 def problems(smoke: bool) -> list[BenchmarkProblem]:
     """Every family's tasks (one of each family at smoke sizes)."""
     from benchmarks.curves import PROBLEMS
+    from benchmarks.generated import TASKS, generated_problems
     from benchmarks.recorded import recorded_problems
     from benchmarks.yahpo import yahpo_problems
 
@@ -102,6 +106,7 @@ def problems(smoke: bool) -> list[BenchmarkProblem]:
         [SyntheticTask(name) for name in PROBLEMS],
         list(recorded_problems().values()),
         list(yahpo_problems().values()),
+        list(generated_problems(1 if smoke else TASKS).values()),
     ]
     return [family[0] for family in families if family] if smoke else [task for family in families for task in family]
 
@@ -144,8 +149,8 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
 
         if method.startswith("bohb_random_"):
             sampler = RungTPESampler(seed=seed, random_fraction=float(Fraction(method[len("bohb_random_") :])))
-        elif method == "bohb_near_copies":
-            sampler = RungTPESampler(seed=seed, near_copy=0.0)
+        elif method == "bohb_no_rung_check":
+            sampler = RungTPESampler(seed=seed, rung_check=False)
         else:
             sampler = make_sampler(method[len("tune_") :], space, SamplerSettings(seed=seed))
         study = optuna.create_study(sampler=sampler, direction="minimize")
@@ -279,31 +284,37 @@ def _targets(rows: list[dict], families: list[str]) -> str:
 
 
 def plots(rows: list[dict]) -> dict:
-    """Anytime regret: median over tasks and seeds against the budget spent, one panel per family."""
+    """Anytime regret: median over tasks and seeds against the budget spent, one panel per family, two panels a row."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     families = list(dict.fromkeys(row["family"] for row in rows))
-    figure = make_subplots(rows=1, cols=len(families), subplot_titles=families)
+    columns = min(2, len(families))
+    rows_of_panels = -(-len(families) // columns)
+    figure = make_subplots(rows=rows_of_panels, cols=columns, subplot_titles=families, vertical_spacing=0.12)
     fractions = [(i + 1) / CURVE_POINTS for i in range(CURVE_POINTS)]
-    for column, family in enumerate(families, start=1):
+    for index_of_family, family in enumerate(families):
+        row, column = divmod(index_of_family, columns)
+        row, column = row + 1, column + 1
         for index, (method, label) in enumerate(METHODS.items()):
             runs = [row for row in rows if row["family"] == family and row["method"] == method]
             medians = [_median([{"v": run["curve"][i]} for run in runs], "v") for i in range(CURVE_POINTS)]
             figure.add_trace(
                 go.Scatter(
-                    x=fractions, y=medians, name=label, legendgroup=method, showlegend=column == 1, mode="lines",
+                    x=fractions, y=medians, name=label, legendgroup=method, showlegend=index_of_family == 0, mode="lines",
                     line={"color": PLOT_COLOURS[index % len(PLOT_COLOURS)], "width": 3 if method == DEFAULT_METHOD else 1.5},
                 ),
-                row=1, col=column,
+                row=row, col=column,
             )  # fmt: skip
-        figure.update_xaxes(title_text="fraction of the budget spent", row=1, col=column)
-        figure.update_yaxes(rangemode="tozero", title_text="median regret" if column == 1 else None, row=1, col=column)
-    figure.update_layout(title="Anytime regret of the recommended config", height=500, width=420 * len(families) + 260)
+        figure.update_xaxes(title_text="fraction of the budget spent" if row == rows_of_panels else None, row=row, col=column)
+        figure.update_yaxes(rangemode="tozero", title_text="median regret" if column == 1 else None, row=row, col=column)
+    figure.update_layout(
+        title="Anytime regret of the recommended config", height=380 * rows_of_panels + 120, width=480 * columns + 420
+    )
     return {"regret": figure}
 
 
-PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf", "#e377c2")
+PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22")
 
 
 if __name__ == "__main__":

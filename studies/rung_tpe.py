@@ -13,7 +13,15 @@ both kept here:
 - **A random share.** ``random_fraction`` of the trials are drawn uniformly, whatever the model says,
   so a misleading early rung costs at most the model's share of the budget.
 
-Two additions of the issue's candidate list, neither in Optuna's TPE:
+Three additions, none in Optuna's TPE:
+
+- **A rung must show that it ranks as later epochs do.** Under ASHA the rung that enough trials reached is
+  often an early one, and an early ranking can reverse (a high learning rate leads at epoch 1 and ends
+  worse). Below the highest epoch any trial reached, a rung is modelled only once its ranking agrees with a
+  later one: the trials that reached the highest epoch at least ``AGREEMENT_PAIRS`` trials reached, ranked at
+  the rung and there, give a Kendall's tau above 0. Until then the config is drawn at random, as BOHB draws
+  while a budget has too few points. Hyper-Tune (Li et al., VLDB 2022) weighs each rung's model by how well it
+  ranks later results; here the weight is all or nothing.
 
 - **No near-copies.** Of TPE's candidates, one within ``NEAR_COPY`` of a trial the model saw, RUNNING ones
   included (every numeric knob within that share of its range, every categorical equal), is passed over for
@@ -43,6 +51,7 @@ Example::
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import warnings
 from typing import Any
@@ -63,6 +72,10 @@ MAX_GOOD = 25  # as Optuna's TPE caps its good set: past this, more good points 
 # The bad estimator sees at most this many trials, the latest: a suggestion then costs the same at 10 000 trials as at
 # a few hundred, and the latest trials are where the search is now.
 MAX_BAD = 300
+# The fewest trials seen at a rung and a later epoch that show the rung's ranking holds: 4 make 6 pairs, and a tau above 0
+# needs 4 of them in the same order. 6 trials were also measured: a rung then waits longer for its check, and the model
+# starts later (benchmarks/RESULTS.md, search quality: 4 was as good or better on every family).
+AGREEMENT_PAIRS = 4
 NEAR_COPY = 0.02  # of a knob's range (log range for a log knob): closer on every knob than this is the same config
 # PriorBand's prior (NePS's "medium" confidence, rounded): a baseline's knob moves by a fifth of its range, a choice
 # stays with odds 2:1.
@@ -83,6 +96,7 @@ class RungTPESampler(TPESampler):
         n_startup_trials: int = 10,
         prior: list[dict[str, Any]] | None = None,
         near_copy: float = NEAR_COPY,
+        rung_check: bool = True,
     ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate: BOHB's joint model
@@ -99,6 +113,7 @@ class RungTPESampler(TPESampler):
         self._coin = np.random.default_rng(seed)
         self._random_trials: set[int] = set()
         self._near_copy = near_copy
+        self._rung_check = rung_check  # False: the model trusts any rung (the benchmark's ablation)
         self._seen = _SeenPoints()
         self._prior = list(prior or [])  # the documented configs, knob -> value
         self._prior_trials: dict[int, dict[str, Any]] = {}  # trial number -> the documented config it is drawn about
@@ -181,7 +196,8 @@ class RungTPESampler(TPESampler):
     def split_at_rung(
         self, trials: list[FrozenTrial], direction: StudyDirection, dimensions: int
     ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
-        """Good and bad trials, judged by their value at the highest epoch that enough trials reached."""
+        """Good and bad trials, judged by their value at the highest epoch that enough trials reached; no good ones
+        (the config is drawn at random) while that epoch's ranking has not been shown to hold later."""
         scores = self._scores_for(direction)
         return self._split(scores, scores.read(trials), dimensions)
 
@@ -193,7 +209,10 @@ class RungTPESampler(TPESampler):
     ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         if not scores.trials:
             return [], running
-        ranked = scores.ranked_at(scores.rung(self._min_points or dimensions + 1))
+        rung = scores.rung(self._min_points or dimensions + 1)
+        if self._rung_check and not scores.ranks_as_later(rung):
+            return [], running
+        ranked = scores.ranked_at(rung)
         n_good = min(MAX_GOOD, max(1, math.ceil(self._top_fraction * len(ranked))))
         good = [scores.trials[number] for score, number in ranked[:n_good] if math.isfinite(score)]
         return good, scores.latest_besides({t.number for t in good}, MAX_BAD - len(running)) + running[-MAX_BAD:]
@@ -255,6 +274,23 @@ class _RungScores:
             if seen >= needed:
                 return epoch
         return epoch
+
+    def ranks_as_later(self, rung: int) -> bool:
+        """Whether the trials' ranking at ``rung`` holds later: no trial went past it, or over the latest trials that reached
+        the highest epoch at least AGREEMENT_PAIRS trials reached, their values there and at ``rung`` agree (tau above 0)."""
+        from scipy.stats import kendalltau
+
+        went_past = 0
+        for epoch in sorted(self.reached, reverse=True):
+            if epoch <= rung:
+                return epoch == max(self.reached)  # nothing later to check against: the rung is the furthest any trial went
+            went_past += self.reached[epoch]
+            if went_past >= AGREEMENT_PAIRS:
+                break
+        numbers = heapq.nlargest(MAX_BAD, (number for _, number in self.ranked_at(epoch)))
+        pairs = [(_value_at(self.trials[n], rung), _value_at(self.trials[n], epoch)) for n in numbers]
+        finite = [pair for pair in pairs if math.isfinite(pair[0]) and math.isfinite(pair[1])]
+        return len(finite) >= 2 and kendalltau(*zip(*finite)).statistic > 0
 
     def ranked_at(self, rung: int) -> list[tuple[float, int]]:
         if rung not in self.ranks:
@@ -364,5 +400,7 @@ def _about(value: Any, distribution: BaseDistribution, rng: np.random.Generator)
 def _value_at(trial: FrozenTrial, epoch: int) -> float:
     """The trial's value at ``epoch``, or at the latest epoch before it that it reported (a continued trial may skip some)."""
     values = trial.intermediate_values
+    if epoch in values:
+        return values[epoch]
     earlier = [e for e in values if e <= epoch]
     return values[max(earlier)] if earlier else values[min(values)]

@@ -179,7 +179,7 @@ def test_search_quality_runs_every_method_on_every_family_at_three_budget_fracti
     results, out = smoke_run
     rows = record(out, "search_quality")["rows"]
     families = {row["family"] for row in rows}
-    assert families == {"synthetic", "recorded", "yahpo"}
+    assert families == {"synthetic", "recorded", "yahpo", "generated"}
     assert {(row["family"], row["method"]) for row in rows} == {(f, m) for f in families for m in METHODS}
     for row in rows:
         assert row["epochs_spent"] <= row["epochs_budget"]

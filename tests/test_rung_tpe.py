@@ -37,7 +37,7 @@ def test_trials_are_judged_at_the_highest_epoch_enough_of_them_reached():
         stored(5, {1: 0.95}, TrialState.PRUNED),
         stored(6, {1: 0.6}, TrialState.RUNNING),
     ]
-    sampler = RungTPESampler(seed=0, min_points=4, top_fraction=0.2)
+    sampler = RungTPESampler(seed=0, min_points=4, top_fraction=0.2, rung_check=False)  # the split alone; the check below
     good, bad = sampler.split_at_rung(trials, StudyDirection.MINIMIZE, dimensions=1)
     assert [t.number for t in good] == [2]
     assert sorted(t.number for t in bad) == [0, 1, 3, 4, 5, 6]  # the rest, the ones stopped earlier, the running one
@@ -46,6 +46,27 @@ def test_trials_are_judged_at_the_highest_epoch_enough_of_them_reached():
     assert [t.number for t in good] == [4]
     good, _ = RungTPESampler(seed=0, min_points=2, top_fraction=0.2).split_at_rung(trials, StudyDirection.MINIMIZE, 1)
     assert [t.number for t in good] == [1]
+
+
+def later(values_at_1: list[float], values_at_9: list[float], stopped_at_1: int = 6) -> list[optuna.trial.FrozenTrial]:
+    """Trials that trained to epoch 9 with these values at epochs 1 and 9, and more that ASHA stopped after epoch 1."""
+    went_on = [stored(n, {1: a, 9: b}, TrialState.COMPLETE) for n, (a, b) in enumerate(zip(values_at_1, values_at_9))]
+    return went_on + [stored(len(went_on) + n, {1: 0.9 + n / 100}, TrialState.PRUNED) for n in range(stopped_at_1)]
+
+
+def test_a_rung_is_modelled_only_once_its_ranking_is_shown_to_hold_later():
+    def good(trials, rung_check=True):
+        # 8 points needed: epoch 1 is the rung (10 trials), epoch 9 the later epoch its ranking is checked against.
+        sampler = RungTPESampler(seed=0, min_points=8, top_fraction=0.1, rung_check=rung_check)
+        return [t.number for t in sampler.split_at_rung(trials, StudyDirection.MINIMIZE, dimensions=1)[0]]
+
+    holds = later([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8])
+    assert good(holds) == [0]
+    reverses = later([0.1, 0.2, 0.3, 0.4], [0.8, 0.7, 0.6, 0.5])  # the best at epoch 1 is the worst at epoch 9
+    assert good(reverses) == []  # no good trials: the config is drawn at random
+    # 3 trials past the rung are too few to show anything: drawn at random until a fourth gets there.
+    assert good(later([0.1, 0.2, 0.3], [0.5, 0.6, 0.7], stopped_at_1=7)) == []
+    assert good(reverses, rung_check=False) == [0]  # the ablation models the rung whatever epoch 9 says
 
 
 def test_a_diverged_trial_is_never_good():

@@ -1,0 +1,194 @@
+"""Generated learning-curve tasks: many random problems, each drawn from a seed, none seen when the searchers were built.
+
+The synthetic family has two hand-made problems and the recorded one three spaces; a search tuned to
+them could still fail on curves of another shape. Each task here is drawn at random, from its index,
+within the ranges below, so that the family spans what real learning curves do (LCBench, Zimmer et al.,
+TPAMI 2021; the parametric curve families of Domhan et al., IJCAI 2015):
+
+- **Knobs:** a log-scaled ``learning_rate`` and 2 to 6 of weight decay, dropout, width, depth, momentum,
+  warm-up share and batch size (floats and ints, log-scaled or not), and in half the tasks a categorical
+  ``optimizer`` of 2 to 4 choices that moves both the asymptote and the best learning rate.
+- **Final loss landscape** over the knobs in unit coordinates ``u``: a weighted bowl about a random
+  centre (a third of the knobs barely matter) minus 1 to 6 Gaussian wells of random depth and width, so
+  some tasks are smooth and some have several modes.
+- **Curve:** ``y(e) = G(u) + R (1 + pace(u) e) ** -alpha``, a power law (``alpha`` 0.5 to 2 per task) from
+  about ``G + R`` towards the asymptote ``G``. The pace grows with the learning rate and, by a per-task
+  ``crossing`` of 0 to 3, with a worse asymptote: at ``crossing`` 0 the early ranking holds to the end, at 3
+  the configs that lead at epoch 1 are mostly the ones that end worse, so ASHA's early rungs mislead.
+- **Divergence** in about half the tasks: a learning rate above a per-task limit gives NaN from an epoch
+  that comes sooner the further past the limit it is; such a config never trains every epoch.
+- **Noise:** each observed value gets independent Gaussian noise, its std per task 0.02 to 0.15 of the
+  scale below, deterministic in (seed, config, epoch) as in ``benchmarks/curves.py``.
+- **Scale and regret:** values are shifted and scaled so that the best final value is 0 and the median
+  over random configs is 1; the regret of a config is its noise-free final value. The best is the least of
+  20 000 random configs refined by L-BFGS-B (ints as continuous, so it bounds every int config from below);
+  a config better than that refinement found counts as regret 0, as in ``benchmarks/yahpo.py``.
+- **Epochs:** 27 or 52 (LCBench's), per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from scipy.optimize import minimize
+
+from benchmarks.recorded import category_code, unit_coordinate
+from studies.space import Categorical, Float, Int, Knob
+
+TASKS = 8
+SAMPLES = 20_000  # random configs for the scale (median) and the starts of the refinement of the best
+REFINED_STARTS = 8  # per optimizer choice: the best random configs refined by L-BFGS-B
+OTHER_KNOBS = {  # what a trainer's knobs are like: their ranges and scales
+    "weight_decay": Float(1e-6, 1e-1, log=True),
+    "dropout": Float(0.0, 0.8),
+    "width": Int(16, 1024, log=True),
+    "layers": Int(1, 6),
+    "momentum": Float(0.0, 0.99),
+    "warmup_fraction": Float(0.0, 0.3),
+    "batch_size": Int(16, 512, log=True),
+}
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+LEARNING_RATE = Float(1e-5, 1.0, log=True)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: compared by identity, not by their arrays
+class GeneratedTask:
+    """One generated task (see the module's docstring); build it with :func:`generated_task`."""
+
+    name: str
+    description: str
+    knobs: dict[str, Knob]
+    max_epochs: int
+    weights: np.ndarray = field(repr=False)  # [numeric knob]: the bowl's weights
+    centre: np.ndarray = field(repr=False)  # [numeric knob]
+    wells: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)  # depths [k], centres [k, knob], widths [k, knob]
+    choice_offset: np.ndarray = field(repr=False)  # [choice]: what the optimizer adds to the asymptote
+    choice_lr_shift: np.ndarray = field(repr=False)  # [choice]: how it moves the best learning rate (unit coordinate)
+    alpha: float = 1.0
+    start_gap: float = 2.0  # R
+    base_pace: float = 1.0
+    lr_speed: float = 2.0
+    crossing: float = 0.0
+    diverge_above: float = math.inf  # in the learning rate's unit coordinate; inf: never diverges
+    noise_std: float = 0.05
+    typical: tuple[float, float] = (0.0, 1.0)  # the asymptote's least and median over random configs: pace's scale
+    scale: tuple[float, float] = (0.0, 1.0)  # the final value's best and median: 0 and 1 after scaling
+    family: str = "generated"
+
+    @property
+    def _numeric(self) -> list[str]:
+        return [name for name, knob in self.knobs.items() if not isinstance(knob, Categorical)]
+
+    def asymptote(self, unit: np.ndarray, choice: np.ndarray) -> np.ndarray:
+        """``G``: the value a config's curve tends to, for rows of unit coordinates and optimizer codes."""
+        shifted = unit.copy()
+        shifted[:, 0] -= self.choice_lr_shift[choice]  # the learning rate is the first numeric knob
+        bowl = (self.weights * (shifted - self.centre) ** 2).sum(axis=1) * 4 / self.weights.sum()
+        depths, centres, widths = self.wells
+        wells = (depths * np.exp(-0.5 * (((shifted[:, None, :] - centres) / widths) ** 2).sum(axis=2))).sum(axis=1)
+        return bowl - wells + self.choice_offset[choice]
+
+    def raw(self, unit: np.ndarray, choice: np.ndarray, epoch: float) -> np.ndarray:
+        """The noise-free value at ``epoch`` before scaling; NaN where the config has diverged by then."""
+        goal = self.asymptote(unit, choice)
+        low, median = self.typical
+        pace = self.base_pace * np.exp(self.lr_speed * (unit[:, 0] - 0.5) + self.crossing * ((goal - low) / (median - low) - 0.5))
+        value = goal + self.start_gap * (1 + pace * epoch) ** -self.alpha
+        past = unit[:, 0] - self.diverge_above
+        diverges_at = np.where(past > 0, np.maximum(1, np.ceil(self.max_epochs * (1 - 4 * past))), np.inf)
+        return np.where(epoch >= diverges_at, np.nan, value)
+
+    def _encode(self, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        unit = np.array([[unit_coordinate(self.knobs[name], params[name]) for name in self._numeric]])
+        optimizer = self.knobs.get("optimizer")
+        choice = np.array([category_code(optimizer, params["optimizer"]) if optimizer else 0])
+        return unit, choice
+
+    def value(self, params: Mapping[str, Any], epoch: int) -> float:
+        """The noise-free value at ``epoch``, scaled: 0 is the best final value, 1 the median one."""
+        best, median = self.scale
+        return float((self.raw(*self._encode(params), epoch)[0] - best) / (median - best))
+
+    def observed(self, params: Mapping[str, Any], epoch: int, seed: int) -> float:
+        config_key = zlib.crc32(repr(sorted(params.items())).encode())
+        noise = np.random.default_rng([seed, config_key, epoch]).normal(0.0, self.noise_std)
+        return self.value(params, epoch) + float(noise)
+
+    def regret(self, params: Mapping[str, Any]) -> float:
+        """The noise-free final value, 0 at the least (a diverged config: NaN, never recommended: it does not train every epoch)."""
+        return float(np.maximum(self.value(params, self.max_epochs), 0.0))  # NaN stays NaN
+
+
+def generated_task(index: int) -> GeneratedTask:
+    """Task ``index``, drawn from its own seed: the same task on every machine and every run."""
+    rng = np.random.default_rng([20261203, index])
+    others = [str(name) for name in rng.choice(list(OTHER_KNOBS), size=rng.integers(2, 7), replace=False)]
+    knobs: dict[str, Knob] = {"learning_rate": LEARNING_RATE, **{name: OTHER_KNOBS[name] for name in others}}
+    choices = int(rng.integers(2, 5)) if rng.random() < 0.5 else 1
+    if choices > 1:
+        knobs["optimizer"] = Categorical(list(OPTIMIZERS[:choices]))
+    dims = len(knobs) - (choices > 1)
+    weights = rng.lognormal(0.0, 1.0, dims) * np.where(rng.random(dims) < 1 / 3, 0.05, 1.0)
+    wells_count = int(rng.integers(1, 7))
+    wells = (
+        rng.uniform(0.2, 0.8, wells_count),
+        rng.uniform(0.0, 1.0, (wells_count, dims)),
+        rng.uniform(0.08, 0.35, (wells_count, dims)),
+    )
+    max_epochs = int(rng.choice([27, 52]))
+    alpha = float(rng.uniform(0.5, 2.0))
+    residual = rng.uniform(0.05, 0.3)  # of the start gap, left at the last epoch by a typical config
+    diverges = rng.random() < 0.5
+    task = GeneratedTask(
+        name=f"generated_{index}",
+        description="",
+        knobs=knobs,
+        max_epochs=max_epochs,
+        weights=weights,
+        centre=rng.uniform(0.2, 0.8, dims),
+        wells=wells,
+        choice_offset=np.concatenate([[0.0], rng.uniform(0.0, 0.3, choices - 1)]),
+        choice_lr_shift=np.concatenate([[0.0], rng.normal(0.0, 0.15, choices - 1)]),
+        alpha=alpha,
+        start_gap=float(rng.uniform(1.0, 3.0)),
+        base_pace=float((residual ** (-1 / alpha) - 1) / max_epochs),
+        lr_speed=float(rng.uniform(1.0, 4.0)),
+        crossing=float(rng.uniform(0.0, 3.0)),
+        diverge_above=float(rng.uniform(0.75, 0.95)) if diverges else math.inf,
+        noise_std=float(np.exp(rng.uniform(math.log(0.02), math.log(0.15)))),
+    )
+    unit, choice = rng.uniform(0.0, 1.0, (SAMPLES, dims)), rng.integers(0, choices, SAMPLES)
+    goals = task.asymptote(unit, choice)
+    task = dataclasses.replace(task, typical=(float(goals.min()), float(np.median(goals))))
+    finals = task.raw(unit, choice, max_epochs)
+    best = min(_refined(task, unit[choice == c], c, finals[choice == c]) for c in range(choices))
+    described = (
+        f"{dims} numeric knobs{f' + optimizer ({choices})' if choices > 1 else ''}, {wells_count} wells, "
+        f"{max_epochs} epochs, crossing {task.crossing:.1f}, {'diverges' if diverges else 'no divergence'}"
+    )
+    return dataclasses.replace(task, scale=(best, float(np.nanmedian(finals))), description=described)
+
+
+def _refined(task: GeneratedTask, unit: np.ndarray, choice: int, finals: np.ndarray) -> float:
+    """The least final value with optimizer ``choice``: the best random configs, refined within the unit box."""
+
+    def final(point: np.ndarray) -> float:
+        value = task.raw(point[None, :], np.array([choice]), task.max_epochs)[0]
+        return float(value) if math.isfinite(value) else 1e9
+
+    starts = unit[np.argsort(np.where(np.isfinite(finals), finals, np.inf))[:REFINED_STARTS]]
+    bounds = [(0.0, 1.0)] * unit.shape[1]
+    return min(minimize(final, start, method="L-BFGS-B", bounds=bounds).fun for start in starts)
+
+
+@functools.lru_cache(maxsize=None)
+def generated_problems(count: int = TASKS) -> dict[str, GeneratedTask]:
+    """The first ``count`` generated tasks, by name; built once per process."""
+    tasks = (generated_task(index) for index in range(count))
+    return {task.name: task for task in tasks}

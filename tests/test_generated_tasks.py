@@ -1,0 +1,64 @@
+"""The generated learning-curve tasks: scaled as stated, varied as stated, and the same task from the same index."""
+
+import math
+import statistics
+
+import optuna
+import pytest
+from scipy.stats import spearmanr
+
+from benchmarks.generated import generated_problems, generated_task
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return generated_problems()
+
+
+def random_configs(task, count, seed):
+    """``count`` configs drawn as random search draws them, through Optuna's RandomSampler and the knobs' own suggest."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(count):
+        trial = study.ask()
+        yield {name: knob.suggest(trial, name) for name, knob in task.knobs.items()}
+
+
+def test_every_task_is_scaled_so_the_best_is_0_and_a_typical_config_1(tasks):
+    for task in tasks.values():
+        finals = [task.value(params, task.max_epochs) for params in random_configs(task, 1000, seed=0)]
+        trained = [value for value in finals if math.isfinite(value)]
+        assert min(trained) > -1e-6, f"{task.name}: a random config beats the refined best"
+        assert 0.8 < statistics.median(trained) < 1.25, task.name
+
+
+def test_regret_is_the_final_value_0_at_the_least_and_none_for_a_diverged_config(tasks):
+    task = next(task for task in tasks.values() if math.isfinite(task.diverge_above))
+    params = {**next(random_configs(task, 1, seed=4)), "learning_rate": 1e-4}
+    assert task.regret(params) == max(0.0, task.value(params, task.max_epochs)) and math.isfinite(task.regret(params))
+    assert math.isnan(task.regret({**params, "learning_rate": 1.0}))
+
+
+def test_early_rungs_range_from_faithful_to_misleading(tasks):
+    agreement = {}
+    for task in tasks.values():
+        configs = [p for p in random_configs(task, 300, seed=1) if math.isfinite(task.regret(p))]
+        agreement[task.name] = spearmanr([task.value(p, 1) for p in configs], [task.regret(p) for p in configs])[0]
+    assert max(agreement.values()) > 0.7, agreement
+    assert min(agreement.values()) < 0.3, agreement
+
+
+def test_a_learning_rate_past_the_limit_diverges_before_the_last_epoch(tasks):
+    diverging = [task for task in tasks.values() if math.isfinite(task.diverge_above)]
+    assert diverging, "no generated task diverges"
+    for task in diverging:
+        params = next(random_configs(task, 1, seed=2))
+        assert math.isnan(task.observed({**params, "learning_rate": 1.0}, task.max_epochs, seed=0)), task.name
+        assert math.isfinite(task.observed({**params, "learning_rate": 1e-5}, task.max_epochs, seed=0)), task.name
+
+
+def test_the_same_index_gives_the_same_task_and_noise_is_fixed_by_seed(tasks):
+    again = generated_task(3)
+    params = next(random_configs(again, 1, seed=3))
+    assert again.observed(params, 5, seed=1) == tasks["generated_3"].observed(params, 5, seed=1)
+    assert again.observed(params, 5, seed=1) != again.observed(params, 5, seed=2)
+    assert again.observed(params, 5, seed=1) != again.value(params, 5)
