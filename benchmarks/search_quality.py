@@ -67,6 +67,7 @@ METHODS = {
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
 }
 STOCK = ("ray_random_asha", "ray_optuna_asha", "optuna_tpe_sha")
+PAIRED_REFERENCE = "ray_random_asha"  # the method the issue's robustness target names
 DEFAULT_METHOD = "tune_bohb"  # what `tune run` uses when neither the space nor --sampler names a method
 
 
@@ -256,7 +257,40 @@ def table(rows: list[dict]) -> str:
         "full trainings' worth of epochs; lower is better. Tasks: " + ", ".join(name for _, name in tasks) + ".",
         _targets(rows, families),
     ]
-    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n\n" + _paired(rows, families)
+
+
+def _paired(rows: list[dict], families: list[str]) -> str:
+    """Each method against random + ASHA on the same task and seed: how often it ends better or worse, by how much on
+    average; medians of a few dozen runs move with the seeds, pairs show how often one method beats the other."""
+    reference = {(row["problem"], row["seed"]): row for row in rows if row["method"] == PAIRED_REFERENCE}
+    lines = [
+        f"Paired with {METHODS[PAIRED_REFERENCE]} on the same task and seed: runs ending better / worse, and the mean "
+        "difference in regret (below 0: better).",
+        "",
+        "| family | method | at 1/2 budget | at full budget |",
+        "|---|---|---|---|",
+    ]
+    for family in families:
+        for method, label in METHODS.items():
+            pairs = [
+                (row, reference[row["problem"], row["seed"]])
+                for row in rows
+                if row["family"] == family and row["method"] == method and (row["problem"], row["seed"]) in reference
+            ]
+            if pairs and method != PAIRED_REFERENCE:
+                cells = [_paired_cell(pairs, key) for key in ("regret_0.5", "regret_1")]
+                lines.append(f"| {family} | {label} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def _paired_cell(pairs: list[tuple[dict, dict]], key: str) -> str:
+    both = [(ours[key], theirs[key]) for ours, theirs in pairs if ours[key] is not None and theirs[key] is not None]
+    if not both:
+        return "-"
+    better = sum(a < b for a, b in both)
+    worse = sum(a > b for a, b in both)
+    return f"{better} / {worse}, {statistics.mean(a - b for a, b in both):+.3f}"
 
 
 def _targets(rows: list[dict], families: list[str]) -> str:

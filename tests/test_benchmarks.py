@@ -206,3 +206,17 @@ def test_pareto_runs_both_vesuvius_searches_and_scores_them_against_one_referenc
         assert row["reference"] == rows[0]["reference"]  # one reference point for both studies: their hypervolumes compare
     text = section_text(results, record(out, "pareto")["title"])
     assert all(name in text for name in SEARCHES.values())
+
+
+def test_search_quality_pairs_each_method_with_random_asha_on_the_same_task_and_seed():
+    from benchmarks.search_quality import METHODS, PAIRED_REFERENCE, _paired
+
+    def row(method, seed, half, full):
+        return {"family": "f", "problem": "p", "method": method, "seed": seed, "regret_0.5": half, "regret_1": full}
+
+    rows = [row(PAIRED_REFERENCE, s, 0.5, 0.5) for s in range(3)]
+    rows += [row("tune_bohb", 0, 0.25, 0.25), row("tune_bohb", 1, 0.6, 0.5), row("tune_bohb", 2, None, 0.75)]
+    lines = {line.split(" | ")[1]: line for line in _paired(rows, ["f"]).splitlines() if line.startswith("| f |")}
+    # At 1/2: seed 0 better, seed 1 worse, seed 2 has no recommendation yet; at full: better, equal, worse.
+    assert lines[METHODS["tune_bohb"]] == f"| f | {METHODS['tune_bohb']} | 1 / 1, -0.075 | 1 / 1, +0.000 |"
+    assert METHODS[PAIRED_REFERENCE] not in lines  # not paired with itself
