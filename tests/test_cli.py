@@ -218,6 +218,15 @@ def test_bad_input_is_one_clear_line_and_storage_untouched(finished_study, monke
     assert fingerprint(finished_study) == before
 
 
+@pytest.mark.parametrize("command", [["run", SPACES / "tiny.py"], ["ls"]])
+def test_a_malformed_tune_storage_is_named_as_the_variable(finished_study, monkeypatch, capsys, command):
+    before = fingerprint(finished_study)
+    monkeypatch.chdir(finished_study)
+    monkeypatch.setenv("TUNE_STORAGE", "tune.db")
+    assert "$TUNE_STORAGE 'tune.db' is not a URL; use sqlite:///FILE.db" in refusal(capsys, *command)
+    assert fingerprint(finished_study) == before
+
+
 BAD_SPACES = {
     "unimportable.py": ("CONFIG = {\n", "failed to import: SyntaxError"),
     "incomplete.py": ("CONFIG = {}\n", "lacks OBJECTIVES, BUDGET, TRAINER"),

@@ -443,8 +443,7 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
     """Every option checked against the space; raises :class:`StudyError` (or the sampler's or space's error) in one line."""
     # Ray's experiment folders are named after the study: a name is one plain path component (`--study ""` included).
     checked_name(space.name if options.study is None else options.study)
-    if options.storage is not None:
-        check_url(options.storage)
+    check_url(options.storage)  # None: $TUNE_STORAGE's, before Ray starts
     pareto = options.pareto or space.search == "pareto"
     if pareto and len(space.objectives) < 2:
         only = space.objectives[0].name

@@ -75,11 +75,15 @@ def artifact_store(url: str | None = None, *, create: bool) -> optuna.artifacts.
     return optuna.artifacts.FileSystemArtifactStore(folder)
 
 
-def check_url(url: str) -> str:
-    """``url`` if it has a storage URL's form (it may still be unreachable), else a :class:`StorageError` saying the forms."""
+def check_url(url: str | None) -> str:
+    """``url`` (None: ``$TUNE_STORAGE`` or the default) if it has a storage URL's form (it may still be unreachable),
+    else a :class:`StorageError` saying where it came from and the forms."""
+    where = "storage"
+    if url is None:
+        url, where = default_url(), "$TUNE_STORAGE" if os.environ.get("TUNE_STORAGE") else "storage"
     if _journal_path(url) is None and "://" not in url:
         raise StorageError(
-            f"storage {url!r} is not a URL; use sqlite:///FILE.db, postgresql://USER@HOST/DB, mysql://... or journal:FILE.log"
+            f"{where} {url!r} is not a URL; use sqlite:///FILE.db, postgresql://USER@HOST/DB, mysql://... or journal:FILE.log"
         )
     return url
 
@@ -89,7 +93,7 @@ def open_storage(url: str | None = None, *, create: bool) -> optuna.storages.Bas
 
     ``create=False`` (reading commands) refuses to make a new, empty storage where none exists.
     """
-    url = check_url(url or default_url())
+    url = check_url(url or None)
     journal = _journal_path(url)
     sqlite = _sqlite_path(url)
     local_file = journal or sqlite
