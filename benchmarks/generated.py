@@ -169,7 +169,7 @@ def generated_task(index: int) -> GeneratedTask:
     finals = task.raw(unit, choice, max_epochs)
     best = min(_refined(task, unit[choice == c], c, finals[choice == c]) for c in range(choices))
     described = (
-        f"{dims} numeric knobs{f' + optimizer ({choices})' if choices > 1 else ''}, {wells_count} wells, "
+        f"{dims} numeric knobs{f' + optimizer ({choices})' if choices > 1 else ''}, {wells_count} well{'s' * (wells_count > 1)}, "
         f"{max_epochs} epochs, crossing {task.crossing:.1f}, {'diverges' if diverges else 'no divergence'}"
     )
     return dataclasses.replace(task, scale=(best, float(np.nanmedian(finals))), description=described)

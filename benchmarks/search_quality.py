@@ -10,7 +10,7 @@ Three problem families, each a :class:`benchmarks.simulated.BenchmarkProblem`:
 - ``yahpo``: ``benchmarks/yahpo.py``: the YAHPO Gym ``rbv2_xgboost`` surrogate, a conditional space,
   training-set fraction as the fidelity; regret normalised the same way.
 - ``generated``: ``benchmarks/generated.py``: random learning-curve tasks, each drawn from its index
-  (2 to 7 numeric knobs, sometimes an optimizer choice, one to six modes, early rungs from faithful to
+  (3 to 7 numeric knobs, sometimes an optimizer choice, one to six modes, early rungs from faithful to
   misleading, divergence, noise): curves no searcher here was shaped on; regret normalised the same way.
 
 Every run: ``WORKERS`` trials at a time, ASHA with grace period 1 and reduction factor 3 (rungs 1, 3,
