@@ -74,6 +74,12 @@ def hartmann6(x: np.ndarray) -> np.ndarray:
     return -(HARTMANN_ALPHA * np.exp(-inner)).sum(axis=-1)
 
 
+def epoch_noise(params: Mapping[str, Any], epoch: int, seed: int, std: float) -> float:
+    """Gaussian noise of ``std`` on one observed value, the same for the same seed, config and epoch under every method."""
+    config_key = zlib.crc32(repr(sorted(params.items())).encode())
+    return float(np.random.default_rng([seed, config_key, epoch]).normal(0.0, std))
+
+
 @dataclass(frozen=True)
 class Problem:
     """One learning-curve problem: its knobs (``x1``.., ``learning_rate``, maybe ``optimizer``) and its curve."""
@@ -122,9 +128,7 @@ class Problem:
 
     def observed(self, params: Mapping[str, Any], epoch: int, seed: int) -> float:
         """The loss a run with ``seed`` sees at ``epoch``: noise fixed by seed, config and epoch."""
-        config_key = zlib.crc32(repr(sorted(params.items())).encode())
-        noise = np.random.default_rng([seed, config_key, epoch]).normal(0.0, self.noise_std)
-        return self.loss(params, epoch) + float(noise)
+        return self.loss(params, epoch) + epoch_noise(params, epoch, seed, self.noise_std)
 
     def optimum(self, max_epochs: int) -> float:
         """The least noise-free loss at ``max_epochs`` over the whole space (g* = 0 by construction)."""

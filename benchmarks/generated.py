@@ -31,13 +31,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 from scipy.optimize import minimize
 
+from benchmarks.curves import epoch_noise
 from benchmarks.recorded import category_code, unit_coordinate
 from studies.space import Categorical, Float, Int, Knob
 
@@ -116,9 +116,7 @@ class GeneratedTask:
         return float((self.raw(*self._encode(params), epoch)[0] - best) / (median - best))
 
     def observed(self, params: Mapping[str, Any], epoch: int, seed: int) -> float:
-        config_key = zlib.crc32(repr(sorted(params.items())).encode())
-        noise = np.random.default_rng([seed, config_key, epoch]).normal(0.0, self.noise_std)
-        return self.value(params, epoch) + float(noise)
+        return self.value(params, epoch) + epoch_noise(params, epoch, seed, self.noise_std)
 
     def regret(self, params: Mapping[str, Any]) -> float:
         """The noise-free final value, 0 at the least (a diverged config: NaN, never recommended: it does not train every epoch)."""

@@ -328,8 +328,7 @@ def plots(rows: list[dict]) -> dict:
     figure = make_subplots(rows=rows_of_panels, cols=columns, subplot_titles=families, vertical_spacing=0.12)
     fractions = [(i + 1) / CURVE_POINTS for i in range(CURVE_POINTS)]
     for index_of_family, family in enumerate(families):
-        row, column = divmod(index_of_family, columns)
-        row, column = row + 1, column + 1
+        panel_row, panel_column = (n + 1 for n in divmod(index_of_family, columns))
         for index, (method, label) in enumerate(METHODS.items()):
             runs = [row for row in rows if row["family"] == family and row["method"] == method]
             medians = [_median([{"v": run["curve"][i]} for run in runs], "v") for i in range(CURVE_POINTS)]
@@ -338,10 +337,11 @@ def plots(rows: list[dict]) -> dict:
                     x=fractions, y=medians, name=label, legendgroup=method, showlegend=index_of_family == 0, mode="lines",
                     line={"color": PLOT_COLOURS[index % len(PLOT_COLOURS)], "width": 3 if method == DEFAULT_METHOD else 1.5},
                 ),
-                row=row, col=column,
+                row=panel_row, col=panel_column,
             )  # fmt: skip
-        figure.update_xaxes(title_text="fraction of the budget spent" if row == rows_of_panels else None, row=row, col=column)
-        figure.update_yaxes(rangemode="tozero", title_text="median regret" if column == 1 else None, row=row, col=column)
+        bottom = panel_row == rows_of_panels
+        figure.update_xaxes(title_text="fraction of the budget spent" if bottom else None, row=panel_row, col=panel_column)
+        figure.update_yaxes(rangemode="tozero", title_text="median regret" if panel_column == 1 else None, row=panel_row, col=panel_column)
     figure.update_layout(
         title="Anytime regret of the recommended config", height=380 * rows_of_panels + 120, width=480 * columns + 420
     )

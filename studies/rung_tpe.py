@@ -73,8 +73,8 @@ MAX_GOOD = 25  # as Optuna's TPE caps its good set: past this, more good points 
 # a few hundred, and the latest trials are where the search is now.
 MAX_BAD = 300
 # The fewest trials seen at a rung and a later epoch that show the rung's ranking holds: 4 make 6 pairs, and a tau above 0
-# needs 4 of them in the same order. 6 trials were also measured: a rung then waits longer for its check, and the model
-# starts later (benchmarks/RESULTS.md, search quality: 4 was as good or better on every family).
+# needs 4 of them in the same order. 6 were also measured (a one-off run of the search-quality benchmark's four families):
+# a rung waits longer for its check, and at half the budget that was worse on three families, about equal on one.
 AGREEMENT_PAIRS = 4
 NEAR_COPY = 0.02  # of a knob's range (log range for a log knob): closer on every knob than this is the same config
 # PriorBand's prior (NePS's "medium" confidence, rounded): a baseline's knob moves by a fifth of its range, a choice
@@ -283,7 +283,7 @@ class _RungScores:
         went_past = 0
         for epoch in sorted(self.reached, reverse=True):
             if epoch <= rung:
-                return epoch == max(self.reached)  # nothing later to check against: the rung is the furthest any trial went
+                return went_past == 0  # nothing later to check against: the rung is the furthest any trial went
             went_past += self.reached[epoch]
             if went_past >= AGREEMENT_PAIRS:
                 break
