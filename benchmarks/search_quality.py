@@ -28,6 +28,8 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``bohb_random_<share>``: the same path with another random share: none (the model alone) and BOHB's
   own third, against ``bohb``'s half: which part does the work, and how much random is enough.
 - ``bohb_no_rung_check``: the same path without ``bohb``'s check that a rung ranks as later epochs do.
+- ``bohb_incumbent``: the same path with half of ``bohb``'s random share drawn about the trial leading at the
+  highest epoch 3 trials reached (PriorBand's incumbent, in the prior's shape), a candidate not adopted.
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -62,6 +64,7 @@ METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
     **{f"bohb_random_{share}": f"ablation: bohb with a random share of {share}" for share in ABLATED_SHARES},
     "bohb_no_rung_check": "ablation: bohb that models any rung, its ranking checked or not",
+    "bohb_incumbent": "candidate: bohb with half its random share drawn about the trial leading at a rung",
     "ray_random_asha": "stock Ray Tune random + ASHA",
     "ray_optuna_asha": "stock Ray Tune OptunaSearch (TPE) + ASHA",
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
@@ -152,6 +155,8 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
             sampler = RungTPESampler(seed=seed, random_fraction=float(Fraction(method[len("bohb_random_") :])))
         elif method == "bohb_no_rung_check":
             sampler = RungTPESampler(seed=seed, rung_check=False)
+        elif method == "bohb_incumbent":
+            sampler = RungTPESampler(seed=seed, incumbent_draws=True)
         else:
             sampler = make_sampler(method[len("tune_") :], space, SamplerSettings(seed=seed))
         study = optuna.create_study(sampler=sampler, direction="minimize")
@@ -341,14 +346,16 @@ def plots(rows: list[dict]) -> dict:
             )  # fmt: skip
         bottom = panel_row == rows_of_panels
         figure.update_xaxes(title_text="fraction of the budget spent" if bottom else None, row=panel_row, col=panel_column)
-        figure.update_yaxes(rangemode="tozero", title_text="median regret" if panel_column == 1 else None, row=panel_row, col=panel_column)
+        figure.update_yaxes(
+            rangemode="tozero", title_text="median regret" if panel_column == 1 else None, row=panel_row, col=panel_column
+        )
     figure.update_layout(
         title="Anytime regret of the recommended config", height=380 * rows_of_panels + 120, width=480 * columns + 420
     )
     return {"regret": figure}
 
 
-PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22")
+PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22", "#7f7f7f")
 
 
 if __name__ == "__main__":

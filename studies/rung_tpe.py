@@ -77,6 +77,7 @@ MAX_BAD = 300
 # a rung waits longer for its check, and at half the budget that was worse on three families, about equal on one.
 AGREEMENT_PAIRS = 4
 NEAR_COPY = 0.02  # of a knob's range (log range for a log knob): closer on every knob than this is the same config
+INCUMBENT_POINTS = 3  # PriorBand's incumbent: the leader of a rung that eta (3) trials reached
 # PriorBand's prior (NePS's "medium" confidence, rounded): a baseline's knob moves by a fifth of its range, a choice
 # stays with odds 2:1.
 PRIOR_WIDTH = 0.2
@@ -97,6 +98,7 @@ class RungTPESampler(TPESampler):
         prior: list[dict[str, Any]] | None = None,
         near_copy: float = NEAR_COPY,
         rung_check: bool = True,
+        incumbent_draws: bool = False,
     ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate: BOHB's joint model
@@ -114,6 +116,8 @@ class RungTPESampler(TPESampler):
         self._random_trials: set[int] = set()
         self._near_copy = near_copy
         self._rung_check = rung_check  # False: the model trusts any rung (the benchmark's ablation)
+        # True: half the random share is drawn about the trial leading at a rung (PriorBand's incumbent; the benchmark's ablation)
+        self._incumbent_draws = incumbent_draws
         self._seen = _SeenPoints()
         self._prior = list(prior or [])  # the documented configs, knob -> value
         self._prior_trials: dict[int, dict[str, Any]] = {}  # trial number -> the documented config it is drawn about
@@ -133,6 +137,10 @@ class RungTPESampler(TPESampler):
             self._random_trials.add(trial.number)
             if self._prior and self._coin.random() < 1 / 2:
                 self._prior_trials[trial.number] = self._prior[self._coin.integers(len(self._prior))]
+            elif self._incumbent_draws and self._coin.random() < 1 / 2:
+                leader = scores.leader(INCUMBENT_POINTS)
+                if leader is not None:
+                    self._prior_trials[trial.number] = leader.params
 
     def after_trial(self, study, trial, state, values) -> None:
         super().after_trial(study, trial, state, values)
@@ -274,6 +282,14 @@ class _RungScores:
             if seen >= needed:
                 return epoch
         return epoch
+
+    def leader(self, needed: int) -> FrozenTrial | None:
+        """The finished trial that leads at the highest epoch ``needed`` finished trials reached; None before that many finished
+        or while none there is finite and within the constraints."""
+        if len(self.trials) < needed:
+            return None
+        score, number = self.ranked_at(self.rung(needed))[0]
+        return self.trials[number] if math.isfinite(score) else None
 
     def ranks_as_later(self, rung: int) -> bool:
         """Whether the trials' ranking at ``rung`` holds later: no trial went past it, or over the latest trials that reached
