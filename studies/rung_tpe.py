@@ -116,7 +116,7 @@ class RungTPESampler(TPESampler):
         self._random_trials: set[int] = set()
         self._near_copy = near_copy
         self._rung_check = rung_check  # False: the model trusts any rung (the benchmark's ablation)
-        # True: half the random share is drawn about the trial leading at a rung (PriorBand's incumbent; the benchmark's ablation)
+        # True: half the random share is drawn about the trial leading at a rung (PriorBand's incumbent; a benchmark candidate)
         self._incumbent_draws = incumbent_draws
         self._seen = _SeenPoints()
         self._prior = list(prior or [])  # the documented configs, knob -> value
