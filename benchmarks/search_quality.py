@@ -1,6 +1,6 @@
 """Search quality: the regret of the config each method recommends, at 1/4, 1/2 and all of a budget of epochs.
 
-Three problem families, each a :class:`benchmarks.simulated.BenchmarkProblem`:
+Four problem families, each a :class:`benchmarks.simulated.BenchmarkProblem`:
 
 - ``synthetic``: ``benchmarks/curves.py``: Branin and Hartmann-6 asymptotes with a learning rate (and
   an optimizer) whose curves cross, so early rungs mislead; regret against the known optimum.

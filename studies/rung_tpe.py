@@ -120,7 +120,8 @@ class RungTPESampler(TPESampler):
         self._incumbent_draws = incumbent_draws
         self._seen = _SeenPoints()
         self._prior = list(prior or [])  # the documented configs, knob -> value
-        self._prior_trials: dict[int, dict[str, Any]] = {}  # trial number -> the documented config it is drawn about
+        # trial number -> the config it is drawn about: a documented one, or a leading trial's
+        self._prior_trials: dict[int, dict[str, Any]] = {}
         self._scores: dict[StudyDirection, _RungScores] = {}
         self._last_split: tuple[tuple[int, int] | None, Any] = (None, None)
 
@@ -406,7 +407,8 @@ def _from_unit(distribution: BaseDistribution, unit: np.ndarray) -> np.ndarray:
 
 
 def _about(value: Any, distribution: BaseDistribution, rng: np.random.Generator) -> Any:
-    """A draw from the prior about a documented ``value``: a Gaussian over a numeric range, mostly the same choice."""
+    """A draw from the prior about ``value`` (documented, or a leading trial's): a Gaussian over a numeric range, mostly the
+    same choice."""
     if isinstance(distribution, CategoricalDistribution):
         return value if rng.random() < PRIOR_KEEP else distribution.choices[rng.integers(len(distribution.choices))]
     unit = np.clip(_unit(distribution, value) + rng.normal(0.0, PRIOR_WIDTH), 0.0, 1.0)
