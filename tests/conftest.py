@@ -95,6 +95,34 @@ def assert_study_whole(trials, requested: int) -> None:
     assert len(configs) == len(set(configs)), "a config was run twice"
 
 
+def snapshot(url, study_name="slow"):
+    import optuna
+
+    from studies.store.storage import open_storage
+
+    storage = open_storage(url, create=False)  # waits out the driver's write locks
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials()
+
+
+def wait_for_trials(driver, url, ready, what, timeout=240):
+    """Poll the running driver's study until ``ready(trials)`` holds; fails if the driver ends or time runs out first."""
+    import time
+
+    import sqlalchemy.exc
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert driver.poll() is None, f"the study finished before {what}; make slow.py slower"
+        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
+        try:
+            trials = snapshot(url)
+        except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # no storage, tables or study yet
+            trials = []
+        if ready(trials):
+            return
+        time.sleep(0.2)
+
+
 POSTGRES_ENV = "TUNE_TEST_POSTGRES"  # a PostgreSQL URL for the tests (.ci/run starts Debian's server and sets it)
 
 

@@ -11,10 +11,9 @@ import wsgiref.util
 
 import optuna
 import pytest
-from conftest import SPACES, assert_study_whole, kill_process_group, refusal, tune_cli
+from conftest import SPACES, assert_study_whole, kill_process_group, refusal, snapshot, tune_cli, wait_for_trials
 from optuna.trial import TrialState
 from optuna_dashboard import wsgi
-from test_resume import snapshot, wait_for_trials
 
 from studies.cli import main
 from studies.driver.phases import keep_best_checkpoint

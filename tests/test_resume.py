@@ -5,12 +5,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
-import sqlalchemy.exc
-from conftest import SPACES, tune_cli
+from conftest import SPACES, snapshot, tune_cli, wait_for_trials
 from optuna.trial import TrialState
 
 from studies.driver.bridge import OptunaBridge
@@ -27,26 +25,6 @@ from studies.records import (
 )
 from studies.space import load_space
 from studies.store.storage import open_storage
-
-
-def snapshot(url, study_name="slow"):
-    storage = open_storage(url, create=False)  # waits out the driver's write locks
-    return optuna.load_study(study_name=study_name, storage=storage).get_trials()
-
-
-def wait_for_trials(driver, url, ready, what, timeout=240):
-    """Poll the running driver's study until ``ready(trials)`` holds; fails if the driver ends or time runs out first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert driver.poll() is None, f"the study finished before {what}; make slow.py slower"
-        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
-        try:
-            trials = snapshot(url)
-        except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # no storage, tables or study yet
-            trials = []
-        if ready(trials):
-            return
-        time.sleep(0.2)
 
 
 def test_sigkill_mid_study_then_resume(tmp_path):
