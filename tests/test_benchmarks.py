@@ -217,6 +217,15 @@ def test_search_quality_pairs_each_method_with_random_asha_on_the_same_task_and_
     rows = [row(PAIRED_REFERENCE, s, 0.5, 0.5) for s in range(3)]
     rows += [row("tune_bohb", 0, 0.25, 0.25), row("tune_bohb", 1, 0.6, 0.5), row("tune_bohb", 2, None, 0.75)]
     lines = {line.split(" | ")[1]: line for line in _paired(rows, ["f"]).splitlines() if line.startswith("| f |")}
-    # At 1/2: seed 0 better, seed 1 worse, seed 2 has no recommendation yet; at full: better, equal, worse.
-    assert lines[METHODS["tune_bohb"]] == f"| f | {METHODS['tune_bohb']} | 1 / 1, -0.075 | 1 / 1, +0.000 |"
+    # At 1/2: seed 0 better, seed 1 worse, seed 2 has no recommendation yet; at full: better, equal, worse. The intervals:
+    # mean -/+ 1.645 sd / sqrt(n), with sd 0.2475 of (-0.25, +0.1) and 0.25 of (-0.25, 0, +0.25).
+    half, full = "-0.075 (-0.363 to +0.213)", "+0.000 (-0.237 to +0.237)"
+    assert lines[METHODS["tune_bohb"]] == f"| f | {METHODS['tune_bohb']} | 1 / 1, {half} | 1 / 1, {full} |"
     assert METHODS[PAIRED_REFERENCE] not in lines  # not paired with itself
+
+
+def test_search_quality_refuses_a_method_it_does_not_know():
+    from benchmarks.search_quality import SyntheticTask, make_agent
+
+    with pytest.raises(ValueError, match="unknown search-quality method 'random_asha'"):
+        make_agent("random_asha", SyntheticTask("branin_lr"), seed=0, budget=27)
