@@ -1,11 +1,12 @@
 """Faults of the driver's machine: SIGKILL at random moments across one study, a kill while a study is being made,
-and a full disk under the storage."""
+two drivers making one study at the same moment, and a full disk under the storage."""
 
 import os
 import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -111,6 +112,41 @@ def test_a_study_left_half_made_from_another_space_is_made_anew(tmp_path, capsys
     )
     assert study.direction.name == "MINIMIZE"
     assert (study.user_attrs[STUDY_FINGERPRINT], study.user_attrs[STUDY_SETTINGS_STORED]) == (space.fingerprint, True)
+
+
+def test_a_driver_that_loses_the_race_to_make_a_study_joins_it_once_made(tmp_path, monkeypatch, capsys):
+    """Two drivers start a new study at one moment: both find no study, one makes it, the other's create is refused.
+
+    The window between the check and the create is too short to hit at will, so the second driver's check is held
+    until the first has made the study (and is still storing its settings); everything else is the real storage."""
+    import studies.driver.run as run
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    real_names, real_note = run.study_names, run._note_on_dashboard
+    storing = threading.Event()
+    second = threading.current_thread()
+
+    def note_slowly(study, space, command):  # the first driver is mid-way through its settings when the second creates
+        storing.set()
+        time.sleep(1.0)
+        real_note(study, space, command)
+
+    def names_as_before_the_first_made_it(storage):
+        if threading.current_thread() is second and not getattr(names_as_before_the_first_made_it, "asked", False):
+            names_as_before_the_first_made_it.asked = True
+            storing.wait(timeout=60)
+            return []
+        return real_names(storage)
+
+    monkeypatch.setattr(run, "_note_on_dashboard", note_slowly)
+    monkeypatch.setattr(run, "study_names", names_as_before_the_first_made_it)
+    first = threading.Thread(target=planned, args=(url,))
+    first.start()
+    space, study = planned(url)
+    first.join()
+    assert capsys.readouterr().err == ""  # joined as made, not taken for a study left half-made
+    assert study.user_attrs[STUDY_FINGERPRINT] == space.fingerprint and study.user_attrs[STUDY_SETTINGS_STORED]
+    assert [t.user_attrs["baseline"] for t in study.get_trials(states=(TrialState.WAITING,))] == ["small_slow", "wide_fast"]
 
 
 def test_resume_of_a_study_left_before_it_stored_its_space_says_what_to_run(tmp_path):

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import optuna
@@ -99,6 +100,23 @@ def test_a_sqlite_storage_a_driver_makes_is_in_write_ahead_log_mode(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     reader = open_storage(f"sqlite:///{path}", create=False)
     assert study_names(reader) == ["wal"]
+
+
+def test_drivers_opening_a_new_database_at_one_moment_all_open_it(tmp_path):
+    """Each opener creates the tables if they are missing; those that lose the race find them made and open the storage."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    openers = 4
+    for attempt in range(5):
+        url = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+        start = threading.Barrier(openers)
+
+        def open_at_once():
+            start.wait()
+            return study_names(open_storage(url, create=True))
+
+        with ThreadPoolExecutor(openers) as pool:
+            assert list(pool.map(lambda _: open_at_once(), range(openers))) == [[]] * openers
 
 
 def test_a_reader_does_not_create_tables_in_an_empty_file(tmp_path):

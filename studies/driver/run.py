@@ -120,6 +120,11 @@ def ray_storage_location(chosen: str | None) -> str:
     return chosen
 
 
+# A study's settings are a dozen storage writes, made in well under a second; a driver that has not stored them by then
+# was stopped while making it, and the study is completed or made anew as half-made.
+MAKING_TIMEOUT_S = 30.0
+
+
 def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create the study, or continue it if it was made from the same search space; one left half-made is completed or made anew."""
     storage = open_storage(options.storage, create=True)
@@ -140,8 +145,19 @@ def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseS
         if study.user_attrs.get(STUDY_SPACE_PATH) == str(space.path) and study.user_attrs.get(STUDY_SPACE_SHA) != sha:
             study.set_user_attr(STUDY_SPACE_SHA, sha)
         return study
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=_directions(space, options))
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=_directions(space, options))
+    except optuna.exceptions.DuplicatedStudyError:  # another driver made it since the check above: join it as made
+        _wait_until_made(optuna.load_study(study_name=name, storage=storage, sampler=sampler))
+        return open_study(space, options, sampler)
     return _store_settings(study, space, options)
+
+
+def _wait_until_made(study: optuna.Study, timeout: float = MAKING_TIMEOUT_S) -> None:
+    """Wait while the driver that made ``study`` stores its settings; past ``timeout`` it counts as stopped mid-way."""
+    deadline = time.monotonic() + timeout
+    while half_made(study) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _directions(space: Space, options: RunOptions) -> list[str]:

@@ -135,22 +135,24 @@ def _reader_url(url: str, sqlite: Path | None) -> str:
     return f"sqlite:///file:{urllib.parse.quote(str(sqlite.resolve()))}?mode=ro&immutable=1&uri=true"
 
 
-# Optuna stamps a new database's schema version on every open, readers' included: a reader opening it just as a driver
-# creates it may stamp it first, and the driver's stamp then fails on the unique key. Opening again finds the stamp.
-SCHEMA_STAMP_TRIES = 3
+# Two openers of a new database race: Optuna stamps its schema version on every open, readers' included, and a driver
+# creates the tables a second driver, started at the same moment, is creating too. The loser's stamp fails on the unique
+# key, or its table creation on a table that now exists; opening again finds both made.
+NEW_DATABASE_TRIES = 3
 
 
 def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage for ``url``; readers never create tables: a reader racing a new driver's table creation would break it."""
     import sqlalchemy.exc
 
-    for attempt in range(SCHEMA_STAMP_TRIES):
+    for attempt in range(NEW_DATABASE_TRIES):
         try:
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
             )
-        except sqlalchemy.exc.IntegrityError:
-            if attempt == SCHEMA_STAMP_TRIES - 1:
+        except sqlalchemy.exc.DBAPIError as exc:
+            made_meanwhile = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc.orig)
+            if not made_meanwhile or attempt == NEW_DATABASE_TRIES - 1:
                 raise
 
 
