@@ -35,6 +35,8 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
   as COMPLETE with its last, low-epoch value.
 - ``optuna_tpe_sha``: plain Optuna: ``TPESampler`` with ``SuccessiveHalvingPruner`` (same rungs).
+- ``optuna_tpe_hyperband``: plain Optuna: ``TPESampler`` with ``HyperbandPruner`` (its brackets from the same grace
+  period, reduction factor and maximum epochs; TPE models each bracket's trials apart, as Optuna does).
 """
 
 from __future__ import annotations
@@ -68,8 +70,9 @@ METHODS = {
     "ray_random_asha": "stock Ray Tune random + ASHA",
     "ray_optuna_asha": "stock Ray Tune OptunaSearch (TPE) + ASHA",
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
+    "optuna_tpe_hyperband": "plain Optuna TPE + HyperbandPruner",
 }
-STOCK = ("ray_random_asha", "ray_optuna_asha", "optuna_tpe_sha")
+STOCK = ("ray_random_asha", "ray_optuna_asha", "optuna_tpe_sha", "optuna_tpe_hyperband")
 PAIRED_REFERENCE = "ray_random_asha"  # the method the issue's robustness target names
 DEFAULT_METHOD = "tune_bohb"  # what `tune run` uses when neither the space nor --sampler names a method
 
@@ -172,9 +175,14 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
             metric=OBJECTIVE, mode="min", sampler=sampler, seed=seed,
         )  # fmt: skip
         return RayAgent(searcher, scheduler(), params_of=dict)
-    if method != "optuna_tpe_sha":
+    if method == "optuna_tpe_sha":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=GRACE_PERIOD, reduction_factor=REDUCTION_FACTOR)
+    elif method == "optuna_tpe_hyperband":
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=GRACE_PERIOD, max_resource=problem.max_epochs, reduction_factor=REDUCTION_FACTOR
+        )
+    else:
         raise ValueError(f"unknown search-quality method {method!r}; the methods are {', '.join(METHODS)}")
-    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=GRACE_PERIOD, reduction_factor=REDUCTION_FACTOR)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, direction="minimize")
     return OptunaPrunerAgent(study, space.suggest)
 
@@ -363,7 +371,19 @@ def plots(rows: list[dict]) -> dict:
     return {"regret": figure}
 
 
-PLOT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22", "#7f7f7f")
+PLOT_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#17becf",
+    "#e377c2",
+    "#bcbd22",
+    "#7f7f7f",
+    "#393b79",
+)
 
 
 if __name__ == "__main__":
