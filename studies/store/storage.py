@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterator
@@ -137,8 +138,9 @@ def _reader_url(url: str, sqlite: Path | None) -> str:
 
 # Two openers of a new database race: Optuna stamps its schema version on every open, readers' included, and a driver
 # creates the tables a second driver, started at the same moment, is creating too. The loser's stamp fails on the unique
-# key, or its table creation on a table that now exists; opening again finds both made.
-NEW_DATABASE_TRIES = 3
+# key, or its table creation on a table that now exists; opening again, once the winner has committed, finds both made.
+NEW_DATABASE_TRIES = 10
+NEW_DATABASE_WAIT_S = 0.05  # times the attempt: a few openers at once settle within a second
 
 
 def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
@@ -150,10 +152,14 @@ def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
             )
-        except sqlalchemy.exc.DBAPIError as exc:
-            made_meanwhile = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc.orig)
+        except Exception as exc:  # Optuna raises the database's error, or its own StorageInternalError made from it
+            database_error = _cause(exc, lambda error: isinstance(error, sqlalchemy.exc.DBAPIError))
+            made_meanwhile = isinstance(database_error, sqlalchemy.exc.IntegrityError) or (
+                database_error is not None and "already exists" in str(database_error.orig)
+            )
             if not made_meanwhile or attempt == NEW_DATABASE_TRIES - 1:
                 raise
+            time.sleep(NEW_DATABASE_WAIT_S * (attempt + 1))
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
