@@ -114,34 +114,38 @@ def test_a_study_left_half_made_from_another_space_is_made_anew(tmp_path, capsys
     assert (study.user_attrs[STUDY_FINGERPRINT], study.user_attrs[STUDY_SETTINGS_STORED]) == (space.fingerprint, True)
 
 
-def test_a_driver_that_loses_the_race_to_make_a_study_joins_it_once_made(tmp_path, monkeypatch, capsys):
-    """Two drivers start a new study at one moment: both find no study, one makes it, the other's create is refused.
+@pytest.mark.parametrize("checked_before_made", [True, False], ids=["check-before-create", "found-while-made"])
+def test_a_driver_started_while_another_makes_the_study_joins_it_once_made(tmp_path, monkeypatch, capsys, checked_before_made):
+    """Two drivers start a new study at one moment, and the second finds no study (its create is then refused) or one
+    still being made; either way it waits, joins the study as made, and the baselines are queued once.
 
-    The window between the check and the create is too short to hit at will, so the second driver's check is held
-    until the first has made the study (and is still storing its settings); everything else is the real storage."""
+    The window is too short to hit at will, so the first driver is slowed while it stores its settings, and with
+    ``checked_before_made`` the second's check answers that there is no study yet; everything else is the real storage."""
     import studies.driver.run as run
 
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     real_names, real_note = run.study_names, run._note_on_dashboard
     storing = threading.Event()
     second = threading.current_thread()
+    answered_none = []  # the second driver's first check only
 
-    def note_slowly(study, space, command):  # the first driver is mid-way through its settings when the second creates
+    def note_slowly(study, space, command):  # the first driver is mid-way through its settings when the second opens
         storing.set()
         time.sleep(1.0)
         real_note(study, space, command)
 
     def names_as_before_the_first_made_it(storage):
-        if threading.current_thread() is second and not getattr(names_as_before_the_first_made_it, "asked", False):
-            names_as_before_the_first_made_it.asked = True
-            storing.wait(timeout=60)
+        if threading.current_thread() is second and not answered_none:
+            answered_none.append(True)
             return []
         return real_names(storage)
 
     monkeypatch.setattr(run, "_note_on_dashboard", note_slowly)
-    monkeypatch.setattr(run, "study_names", names_as_before_the_first_made_it)
+    if checked_before_made:
+        monkeypatch.setattr(run, "study_names", names_as_before_the_first_made_it)
     first = threading.Thread(target=planned, args=(url,))
     first.start()
+    assert storing.wait(timeout=60)
     space, study = planned(url)
     first.join()
     assert capsys.readouterr().err == ""  # joined as made, not taken for a study left half-made

@@ -120,9 +120,9 @@ def ray_storage_location(chosen: str | None) -> str:
     return chosen
 
 
-# A study's settings are a dozen storage writes, made in well under a second; a driver that has not stored them by then
-# was stopped while making it, and the study is completed or made anew as half-made.
-MAKING_TIMEOUT_S = 30.0
+# A study's settings are a dozen storage writes, made in well under a second; a driver that has not stored them within
+# this was stopped while making it, and the study is completed or made anew as half-made.
+MAKING_TIMEOUT_S = 10.0
 
 
 def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
@@ -131,6 +131,7 @@ def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseS
     name = options.study or space.name
     if name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        _wait_until_made(study)  # another driver may be making it this moment: its baselines must not be queued twice
         if half_made(study):
             return _complete_or_remake(study, storage, space, options, sampler)
         stored = study.user_attrs.get(STUDY_FINGERPRINT)
@@ -147,8 +148,7 @@ def open_study(space: Space, options: RunOptions, sampler: optuna.samplers.BaseS
         return study
     try:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=_directions(space, options))
-    except optuna.exceptions.DuplicatedStudyError:  # another driver made it since the check above: join it as made
-        _wait_until_made(optuna.load_study(study_name=name, storage=storage, sampler=sampler))
+    except optuna.exceptions.DuplicatedStudyError:  # another driver made it since the check above: join it once made
         return open_study(space, options, sampler)
     return _store_settings(study, space, options)
 
