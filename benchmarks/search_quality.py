@@ -30,6 +30,9 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``bohb_no_rung_check``: the same path without ``bohb``'s check that a rung ranks as later epochs do.
 - ``bohb_incumbent``: the same path with half of ``bohb``'s random share drawn about the trial leading at the
   highest epoch 3 trials reached (PriorBand's incumbent, in the prior's shape), a candidate not adopted.
+- ``bohb_first_cut``: the same sampler with ASHA's brackets (first rungs 1, 3 and 9): each new trial goes to the
+  bracket whose first rung is the lowest that ``RungTPESampler.first_cut`` finds ranking as later epochs do
+  (Hyper-Tune's bracket choice, all or nothing, where Ray's ASHA draws brackets at random), a candidate not adopted.
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -60,6 +63,7 @@ FRACTIONS = (0.25, 0.5, 1.0)
 CURVE_POINTS = 20  # budget fractions at which the anytime regret curves are drawn
 SEEDS = 20  # with 10, yahpo's median for bohb was 0.093; seeds 0-19 give 0.068: ten seeds alone move a median that much
 SMOKE_SEEDS, SMOKE_BUDGET_TRAININGS = 1, 6
+FIRST_CUT_BRACKETS = 3  # first rungs 1, 3 and 9: a trial is judged first at 9 of 27 epochs when neither 1 nor 3 ranks as later
 TUNE_SAMPLERS = ("tpe", "random", "bohb")
 ABLATED_SHARES = ("0", "1/3")  # bohb's model alone, and BOHB's own random share (tune's bohb draws half at random)
 METHODS = {
@@ -67,6 +71,7 @@ METHODS = {
     **{f"bohb_random_{share}": f"ablation: bohb with a random share of {share}" for share in ABLATED_SHARES},
     "bohb_no_rung_check": "ablation: bohb that models any rung, its ranking checked or not",
     "bohb_incumbent": "candidate: bohb with half its random share drawn about the trial leading at a rung",
+    "bohb_first_cut": "candidate: bohb with ASHA's brackets, each trial's first rung the lowest whose ranking holds",
     "ray_random_asha": "stock Ray Tune random + ASHA",
     "ray_optuna_asha": "stock Ray Tune OptunaSearch (TPE) + ASHA",
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
@@ -141,10 +146,10 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
     space = problem_space(problem)
     asha = AshaSettings(problem.max_epochs, GRACE_PERIOD, REDUCTION_FACTOR)
 
-    def scheduler() -> ASHAScheduler:
-        return ASHAScheduler(
+    def scheduler(kind=ASHAScheduler, **more) -> ASHAScheduler:
+        return kind(
             time_attr="epoch", metric=OBJECTIVE, mode="min", max_t=asha.max_epochs,
-            grace_period=asha.grace_period, reduction_factor=asha.reduction_factor,
+            grace_period=asha.grace_period, reduction_factor=asha.reduction_factor, **more,
         )  # fmt: skip
 
     if method.startswith(("tune_", "bohb_")):
@@ -161,10 +166,13 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
         elif method == "bohb_incumbent":
             sampler = RungTPESampler(seed=seed, incumbent_draws=True)
         else:
-            sampler = make_sampler(method[len("tune_") :], space, SamplerSettings(seed=seed))
+            name = "bohb" if method == "bohb_first_cut" else method[len("tune_") :]
+            sampler = make_sampler(name, space, SamplerSettings(seed=seed))
         study = optuna.create_study(sampler=sampler, direction="minimize")
         bridge = OptunaBridge(study, space, max_epochs=problem.max_epochs, target=budget)  # each trial trains an epoch at least
-        return RayAgent(bridge, scheduler(), params_of=lambda config: config["params"])
+        brackets = {"study": study, "brackets": FIRST_CUT_BRACKETS} if method == "bohb_first_cut" else {}
+        asha_kind = _first_cut_asha() if brackets else ASHAScheduler
+        return RayAgent(bridge, scheduler(asha_kind, **brackets), params_of=lambda config: config["params"])
     if method in ("ray_random_asha", "ray_optuna_asha"):
         from ray.tune.search.optuna import OptunaSearch
 
@@ -185,6 +193,26 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
         raise ValueError(f"unknown search-quality method {method!r}; the methods are {', '.join(METHODS)}")
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, direction="minimize")
     return OptunaPrunerAgent(study, space.suggest)
+
+
+def _first_cut_asha():
+    """Ray's ASHA whose bracket for a new trial is the sampler's :meth:`~studies.rung_tpe.RungTPESampler.first_cut`, not a
+    random draw (built on first use: Ray is imported in the worker processes only)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    class FirstCutASHA(ASHAScheduler):
+        def __init__(self, study, **asha):
+            super().__init__(**asha)
+            self._study = study
+            self._first_rungs = [rungs[-1][0] for rungs in (bracket._rungs for bracket in self._brackets)]
+
+        def on_trial_add(self, tune_controller, trial) -> None:
+            super().on_trial_add(tune_controller, trial)  # its checks; the bracket it drew is replaced below
+            trials = self._study._get_trials(deepcopy=False, use_cache=True)  # as the bridge's ask just read them
+            rung = self._study.sampler.first_cut(trials, self._study.direction, self._first_rungs)
+            self._trial_info[trial.trial_id] = self._brackets[self._first_rungs.index(rung)]
+
+    return FirstCutASHA
 
 
 def run_one(method: str, problem: BenchmarkProblem, seed: int, budget_trainings: int) -> dict:
@@ -383,6 +411,7 @@ PLOT_COLOURS = (
     "#bcbd22",
     "#7f7f7f",
     "#393b79",
+    "#8c6d31",
 )
 
 

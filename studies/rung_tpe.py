@@ -36,6 +36,10 @@ Three additions, none in Optuna's TPE:
 
 A trial outside the study's constraints (``--constrain``) is never among the good ones, as in Optuna's TPE.
 
+:meth:`RungTPESampler.first_cut` answers a scheduler's question with the same check: at which rung to judge a new
+trial first, so that ASHA's brackets (several first rungs) stop trials only where the ranking is shown to hold.
+It is a benchmark candidate (``bohb_first_cut``); ``tune run`` judges every trial first at the grace period.
+
 Everything else is Optuna's TPESampler (its estimators, candidates and acquisition); what is written
 here is only the choice of which trials are good and which are bad, which TPESampler does not let a
 caller set. The documented configs a space declares run first, as enqueued trials.
@@ -209,6 +213,15 @@ class RungTPESampler(TPESampler):
         (the config is drawn at random) while that epoch's ranking has not been shown to hold later."""
         scores = self._scores_for(direction)
         return self._split(scores, scores.read(trials), dimensions)
+
+    def first_cut(self, trials: list[FrozenTrial], direction: StudyDirection, rungs: list[int]) -> int:
+        """Where ASHA should first judge a new trial (Hyper-Tune's bracket choice, all or nothing): the lowest of ``rungs``
+        whose ranking is shown to hold later, or that no trial went past yet; the last of ``rungs`` when none is."""
+        scores = self._scores_for(direction)
+        scores.read(trials)
+        if not scores.trials:
+            return rungs[0]
+        return next((rung for rung in rungs[:-1] if scores.ranks_as_later(rung)), rungs[-1])
 
     def _scores_for(self, direction: StudyDirection) -> _RungScores:
         return self._scores.setdefault(direction, _RungScores(1.0 if direction == StudyDirection.MINIMIZE else -1.0))

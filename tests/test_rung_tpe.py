@@ -69,6 +69,22 @@ def test_a_rung_is_modelled_only_once_its_ranking_is_shown_to_hold_later():
     assert good(reverses, rung_check=False) == [0]  # the ablation models the rung whatever epoch 9 says
 
 
+def test_a_new_trial_is_first_judged_at_the_lowest_rung_whose_ranking_holds_later():
+    def first_cut(at_1, at_3, at_9=(0.5, 0.6, 0.7, 0.8)):
+        went_on = [stored(n, {1: a, 3: b, 9: c}, TrialState.COMPLETE) for n, (a, b, c) in enumerate(zip(at_1, at_3, at_9))]
+        stopped = [stored(4 + n, {1: 0.9 + n / 100}, TrialState.PRUNED) for n in range(6)]
+        return RungTPESampler(seed=0).first_cut(went_on + stopped, StudyDirection.MINIMIZE, [1, 3, 9])
+
+    in_order, reversed_order = (0.1, 0.2, 0.3, 0.4), (0.4, 0.3, 0.2, 0.1)
+    assert first_cut(in_order, in_order) == 1
+    assert first_cut(reversed_order, in_order) == 3  # epoch 1 misleads, epoch 3 ranks as epoch 9 does
+    assert first_cut(reversed_order, reversed_order) == 9  # neither holds: the highest first rung offered
+    # Nothing to check against yet: judged at the first rung, as ASHA's grace period says.
+    assert RungTPESampler(seed=0).first_cut([], StudyDirection.MINIMIZE, [1, 3, 9]) == 1
+    only_epoch_1 = [stored(n, {1: 0.1 * n}, TrialState.PRUNED) for n in range(5)]
+    assert RungTPESampler(seed=0).first_cut(only_epoch_1, StudyDirection.MINIMIZE, [1, 3, 9]) == 1
+
+
 def test_a_diverged_trial_is_never_good():
     trials = [stored(0, {1: math.nan}, TrialState.PRUNED), stored(1, {1: 0.4}, TrialState.PRUNED)]
     good, bad = RungTPESampler(seed=0, min_points=1, top_fraction=1.0).split_at_rung(trials, StudyDirection.MINIMIZE, 1)
