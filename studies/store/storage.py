@@ -186,11 +186,28 @@ def _write_ahead_log(engine, *, switch: bool) -> None:
     def _on_connect(connection, _record) -> None:
         cursor = connection.cursor()
         if switch:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     engine.dispose()  # the connection Optuna opened to check the schema predates the listener
+
+
+def _switch_to_wal(cursor) -> None:
+    """WAL mode, unless the file is in it already; SQLite refuses the switch at once (its busy timeout does not apply)
+    while another opener of a new file holds the lock, so a refused switch is tried again once that opener is done."""
+    import sqlite3
+
+    for attempt in range(NEW_DATABASE_TRIES):
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == NEW_DATABASE_TRIES - 1:
+                raise
+            time.sleep(NEW_DATABASE_WAIT_S * (attempt + 1))
 
 
 def _first_line(exc: BaseException) -> str:
