@@ -147,17 +147,27 @@ def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage for ``url``; readers never create tables: a reader racing a new driver's table creation would break it."""
     import sqlalchemy.exc
 
+    def made_meanwhile(exc: Exception) -> bool:  # Optuna raises the database's error, or its own StorageInternalError made from it
+        database_error = _cause(exc, lambda error: isinstance(error, sqlalchemy.exc.DBAPIError))
+        return isinstance(database_error, sqlalchemy.exc.IntegrityError) or (
+            database_error is not None and "already exists" in str(database_error.orig)
+        )
+
+    return _racing_a_new_database(
+        lambda: optuna.storages.RDBStorage(
+            url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
+        ),
+        lost_the_race=made_meanwhile,
+    )
+
+
+def _racing_a_new_database(action: Callable, lost_the_race: Callable[[Exception], bool]):
+    """``action``'s result; tried again, after a short and growing wait, while it fails as the loser of a new database's race."""
     for attempt in range(NEW_DATABASE_TRIES):
         try:
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
-            )
-        except Exception as exc:  # Optuna raises the database's error, or its own StorageInternalError made from it
-            database_error = _cause(exc, lambda error: isinstance(error, sqlalchemy.exc.DBAPIError))
-            made_meanwhile = isinstance(database_error, sqlalchemy.exc.IntegrityError) or (
-                database_error is not None and "already exists" in str(database_error.orig)
-            )
-            if not made_meanwhile or attempt == NEW_DATABASE_TRIES - 1:
+            return action()
+        except Exception as exc:
+            if not lost_the_race(exc) or attempt == NEW_DATABASE_TRIES - 1:
                 raise
             time.sleep(NEW_DATABASE_WAIT_S * (attempt + 1))
 
@@ -198,16 +208,11 @@ def _switch_to_wal(cursor) -> None:
     while another opener of a new file holds the lock, so a refused switch is tried again once that opener is done."""
     import sqlite3
 
-    for attempt in range(NEW_DATABASE_TRIES):
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-            return
-        try:
+    def switch() -> None:
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == NEW_DATABASE_TRIES - 1:
-                raise
-            time.sleep(NEW_DATABASE_WAIT_S * (attempt + 1))
+
+    _racing_a_new_database(switch, lost_the_race=lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc))
 
 
 def _first_line(exc: BaseException) -> str:
