@@ -15,9 +15,11 @@ from optuna.trial import TrialState, create_trial
 
 from studies.driver.heartbeat import driver_alive, last_beats
 from studies.records import ATTR_CONTINUED_AT_EPOCH, ATTR_DRIVER
+from studies.space import load_module
 from studies.store.storage import StorageError, open_storage
 
 OTHER_HOST = "tune-other-host"
+HOLD_VARIABLE = load_module(SPACES / "held.py").HOLD_VARIABLE  # its trials wait while the named file exists
 
 
 def trials_of(url, study):
@@ -60,8 +62,11 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
     study, requested = f"shared-{uuid.uuid4().hex[:8]}", 24
     env = {"TUNE_HEARTBEAT_SECONDS": "1", "TUNE_RAY_STORAGE": str(tmp_path / "ray")}
     # Every epoch checkpointed: the lost host's trials hold a checkpoint to continue from.
-    args = ("run", SPACES / "slow.py", "--storage", postgres_url, "--study", study, "--trials", requested, "--checkpoint-every", 0)
-    there = start_driver(*args, env=env, cwd=tmp_path, host=OTHER_HOST)
+    args = ("run", SPACES / "held.py", "--storage", postgres_url, "--study", study, "--trials", requested, "--checkpoint-every", 0)
+    # The lost host's trials wait after their first epoch until it is killed: a 0.3 s poll could miss them mid-training.
+    hold = tmp_path / "hold"
+    hold.touch()
+    there = start_driver(*args, env={**env, HOLD_VARIABLE: str(hold)}, cwd=tmp_path, host=OTHER_HOST)
     here = start_driver(*args, env=env, cwd=tmp_path)
     try:
         def both_training():
@@ -73,6 +78,7 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
 
         wait_for(both_training, "trial of each driver running at once", there)
         kill_process_group(there)  # the other machine is lost mid-trial
+        hold.unlink()  # its trials, continued by `tune resume` below, train on
         # 3: this driver saw the lost machine's trials orphaned as it ended, and says `tune resume` finishes them.
         ended = here.wait(timeout=400)
         assert ended in (0, 3), here.errors()
