@@ -23,16 +23,14 @@ pruner decide; only the training is read from the problem.
 Methods, each with the same seeds (the problem's noise and the method's own seed):
 
 - ``tune_<sampler>``: ``tune run --sampler <sampler>``'s decision path: ``studies.driver.bridge.OptunaBridge``
-  over the sampler that ``studies.samplers`` builds, with Ray's ASHA; every stopped trial told to
-  Optuna as PRUNED with its curve.
+  over the sampler that ``studies.samplers`` builds, with the driver's ASHA (Ray's, with the brackets the method
+  asks for: ``bohb-brackets`` first judges each new trial at the lowest of rungs 1, 3 and 9 whose ranking holds);
+  every stopped trial told to Optuna as PRUNED with its curve.
 - ``bohb_random_<share>``: the same path with another random share: none (the model alone) and BOHB's
   own third, against ``bohb``'s half: which part does the work, and how much random is enough.
 - ``bohb_no_rung_check``: the same path without ``bohb``'s check that a rung ranks as later epochs do.
 - ``bohb_incumbent``: the same path with half of ``bohb``'s random share drawn about the trial leading at the
   highest epoch 3 trials reached (PriorBand's incumbent, in the prior's shape), a candidate not adopted.
-- ``bohb_first_cut``: the same sampler with ASHA's brackets (first rungs 1, 3 and 9): each new trial goes to the
-  bracket whose first rung is the lowest that ``RungTPESampler.first_cut`` finds ranking as later epochs do
-  (Hyper-Tune's bracket choice, all or nothing, where Ray's ASHA draws brackets at random), a candidate not adopted.
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -44,6 +42,7 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -63,15 +62,13 @@ FRACTIONS = (0.25, 0.5, 1.0)
 CURVE_POINTS = 20  # budget fractions at which the anytime regret curves are drawn
 SEEDS = 20  # with 10, yahpo's median for bohb was 0.093; seeds 0-19 give 0.068: ten seeds alone move a median that much
 SMOKE_SEEDS, SMOKE_BUDGET_TRAININGS = 1, 6
-FIRST_CUT_BRACKETS = 3  # first rungs 1, 3 and 9: a trial is judged first at 9 of 27 epochs when neither 1 nor 3 ranks as later
-TUNE_SAMPLERS = ("tpe", "random", "bohb")
+TUNE_SAMPLERS = ("tpe", "random", "bohb", "bohb-brackets")
 ABLATED_SHARES = ("0", "1/3")  # bohb's model alone, and BOHB's own random share (tune's bohb draws half at random)
 METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
     **{f"bohb_random_{share}": f"ablation: bohb with a random share of {share}" for share in ABLATED_SHARES},
     "bohb_no_rung_check": "ablation: bohb that models any rung, its ranking checked or not",
     "bohb_incumbent": "candidate: bohb with half its random share drawn about the trial leading at a rung",
-    "bohb_first_cut": "candidate: bohb with ASHA's brackets, each trial's first rung the lowest whose ranking holds",
     "ray_random_asha": "stock Ray Tune random + ASHA",
     "ray_optuna_asha": "stock Ray Tune OptunaSearch (TPE) + ASHA",
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
@@ -141,23 +138,16 @@ def problem_space(problem: BenchmarkProblem) -> Space:
 
 def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
     import optuna
-    from ray.tune.schedulers import ASHAScheduler
 
     space = problem_space(problem)
     asha = AshaSettings(problem.max_epochs, GRACE_PERIOD, REDUCTION_FACTOR)
-
-    def scheduler(kind=ASHAScheduler, **more) -> ASHAScheduler:
-        return kind(
-            time_attr="epoch", metric=OBJECTIVE, mode="min", max_t=asha.max_epochs,
-            grace_period=asha.grace_period, reduction_factor=asha.reduction_factor, **more,
-        )  # fmt: skip
-
     if method.startswith(("tune_", "bohb_")):
         from fractions import Fraction
 
         from studies.driver.bridge import OptunaBridge
+        from studies.driver.rungs import stored_rungs_asha
         from studies.rung_tpe import RungTPESampler
-        from studies.samplers import SamplerSettings, make_sampler
+        from studies.samplers import SAMPLERS, SamplerSettings, make_sampler
 
         if method.startswith("bohb_random_"):
             sampler = RungTPESampler(seed=seed, random_fraction=float(Fraction(method[len("bohb_random_") :])))
@@ -166,14 +156,15 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
         elif method == "bohb_incumbent":
             sampler = RungTPESampler(seed=seed, incumbent_draws=True)
         else:
-            name = "bohb" if method == "bohb_first_cut" else method[len("tune_") :]
+            name = method[len("tune_") :]
             sampler = make_sampler(name, space, SamplerSettings(seed=seed))
+            asha = dataclasses.replace(asha, brackets=SAMPLERS[name].brackets)
         study = optuna.create_study(sampler=sampler, direction="minimize")
-        bridge = OptunaBridge(study, space, max_epochs=problem.max_epochs, target=budget)  # each trial trains an epoch at least
-        brackets = {"study": study, "brackets": FIRST_CUT_BRACKETS} if method == "bohb_first_cut" else {}
-        asha_kind = _first_cut_asha() if brackets else ASHAScheduler
-        return RayAgent(bridge, scheduler(asha_kind, **brackets), params_of=lambda config: config["params"])
+        # Each trial trains an epoch at least: the budget in epochs bounds the trials.
+        bridge = OptunaBridge(study, space, max_epochs=problem.max_epochs, target=budget, first_rungs=asha.first_rungs)
+        return RayAgent(bridge, stored_rungs_asha(asha, {}, OBJECTIVE, "min"), params_of=lambda config: config["params"])
     if method in ("ray_random_asha", "ray_optuna_asha"):
+        from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
         sampler = optuna.samplers.RandomSampler(seed=seed) if method == "ray_random_asha" else None
@@ -182,7 +173,11 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
             space={name: knob.distribution() for name, knob in problem.knobs.items()},
             metric=OBJECTIVE, mode="min", sampler=sampler, seed=seed,
         )  # fmt: skip
-        return RayAgent(searcher, scheduler(), params_of=dict)
+        scheduler = ASHAScheduler(
+            time_attr="epoch", metric=OBJECTIVE, mode="min", max_t=asha.max_epochs,
+            grace_period=asha.grace_period, reduction_factor=asha.reduction_factor,
+        )  # fmt: skip
+        return RayAgent(searcher, scheduler, params_of=dict)
     if method == "optuna_tpe_sha":
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=GRACE_PERIOD, reduction_factor=REDUCTION_FACTOR)
     elif method == "optuna_tpe_hyperband":
@@ -193,26 +188,6 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
         raise ValueError(f"unknown search-quality method {method!r}; the methods are {', '.join(METHODS)}")
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, direction="minimize")
     return OptunaPrunerAgent(study, space.suggest)
-
-
-def _first_cut_asha():
-    """Ray's ASHA whose bracket for a new trial is the sampler's :meth:`~studies.rung_tpe.RungTPESampler.first_cut`, not a
-    random draw (built on first use: Ray is imported in the worker processes only)."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    class FirstCutASHA(ASHAScheduler):
-        def __init__(self, study, **asha):
-            super().__init__(**asha)
-            self._study = study
-            self._first_rungs = [rungs[-1][0] for rungs in (bracket._rungs for bracket in self._brackets)]
-
-        def on_trial_add(self, tune_controller, trial) -> None:
-            super().on_trial_add(tune_controller, trial)  # its checks; the bracket it drew is replaced below
-            trials = self._study._get_trials(deepcopy=False, use_cache=True)  # as the bridge's ask just read them
-            rung = self._study.sampler.first_cut(trials, self._study.direction, self._first_rungs)
-            self._trial_info[trial.trial_id] = self._brackets[self._first_rungs.index(rung)]
-
-    return FirstCutASHA
 
 
 def run_one(method: str, problem: BenchmarkProblem, seed: int, budget_trainings: int) -> dict:

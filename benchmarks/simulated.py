@@ -112,10 +112,11 @@ def simulate(agent: Agent, problem: BenchmarkProblem, seed: int, budget: int, wo
 
 
 class _Trial:
-    """What Ray's ASHAScheduler reads of a trial: its id."""
+    """What Ray's ASHAScheduler reads of a trial: its id and its config."""
 
-    def __init__(self, trial_id: str):
+    def __init__(self, trial_id: str, config: dict):
         self.trial_id = trial_id
+        self.config = config
 
 
 class RayAgent:
@@ -134,7 +135,7 @@ class RayAgent:
         config = self.searcher.suggest(trial_id)
         if not config or config == "FINISHED":
             return None
-        self.trials[trial_id] = _Trial(trial_id)
+        self.trials[trial_id] = _Trial(trial_id, config)
         self.scheduler.on_trial_add(None, self.trials[trial_id])
         return self.params_of(config)
 

@@ -13,6 +13,7 @@ ATTR_WORLD_SIZE = "world_size"  # training processes of the trial: more than 1 i
 ATTR_SPACE_SHA = "space_sha256"
 ATTR_CHECKPOINT = "checkpoint"
 ATTR_CHECKPOINT_EPOCH = "checkpoint_epoch"
+ATTR_FIRST_RUNG = "first_rung"  # where ASHA first judged the trial, when a run chose among brackets
 ATTR_CONTINUED_AT_EPOCH = "continued_at_epoch"  # first epoch a continued trial trained after its driver was lost
 ATTR_DRIVER = "driver"
 ATTR_REPEAT_OF = "repeat_of"  # in a repeat study: the original trial this one re-trains with a new seed
@@ -40,7 +41,7 @@ STUDY_HEADLINES = "headlines"  # the metrics besides the objectives that the spa
 STUDY_BASELINES_QUEUED = "baselines_enqueued"
 STUDY_CREATED_BY = "created_by"
 STUDY_TRIALS_REQUESTED = "trials_requested"  # the last --trials asked for: what `tune resume` completes
-STUDY_ASHA = "asha"  # {"max_epochs", "grace_period", "reduction_factor"} of the last run: where the rungs are
+STUDY_ASHA = "asha"  # {"max_epochs", "grace_period", "reduction_factor", "brackets"} of the last run: where the rungs are
 # {metric: [low, high]} (null for an open side) the search keeps within; each trial's violations are Optuna's `constraints`
 STUDY_CONSTRAINTS = "constraints"
 STUDY_SETTINGS_STORED = "settings_stored"  # written last when a study is made: one without it was left half-made

@@ -36,9 +36,9 @@ Three additions, none in Optuna's TPE:
 
 A trial outside the study's constraints (``--constrain``) is never among the good ones, as in Optuna's TPE.
 
-:meth:`RungTPESampler.first_cut` answers a scheduler's question with the same check: at which rung to judge a new
-trial first, so that ASHA's brackets (several first rungs) stop trials only where the ranking is shown to hold.
-It is a benchmark candidate (``bohb_first_cut``); ``tune run`` judges every trial first at the grace period.
+:class:`FirstRungChoice` answers a scheduler's question with the same check: at which rung ASHA should first judge a
+new trial, so that its brackets (several first rungs) stop trials only where the ranking is shown to hold
+(``tune run --sampler bohb-brackets``).
 
 Everything else is Optuna's TPESampler (its estimators, candidates and acquisition); what is written
 here is only the choice of which trials are good and which are bad, which TPESampler does not let a
@@ -214,15 +214,6 @@ class RungTPESampler(TPESampler):
         scores = self._scores_for(direction)
         return self._split(scores, scores.read(trials), dimensions)
 
-    def first_cut(self, trials: list[FrozenTrial], direction: StudyDirection, rungs: list[int]) -> int:
-        """Where ASHA should first judge a new trial (Hyper-Tune's bracket choice, all or nothing): the lowest of ``rungs``
-        whose ranking is shown to hold later, or that no trial went past yet; the last of ``rungs`` when none is."""
-        scores = self._scores_for(direction)
-        scores.read(trials)
-        if not scores.trials:
-            return rungs[0]
-        return next((rung for rung in rungs[:-1] if scores.ranks_as_later(rung)), rungs[-1])
-
     def _scores_for(self, direction: StudyDirection) -> _RungScores:
         return self._scores.setdefault(direction, _RungScores(1.0 if direction == StudyDirection.MINIMIZE else -1.0))
 
@@ -238,6 +229,22 @@ class RungTPESampler(TPESampler):
         n_good = min(MAX_GOOD, max(1, math.ceil(self._top_fraction * len(ranked))))
         good = [scores.trials[number] for score, number in ranked[:n_good] if math.isfinite(score)]
         return good, scores.latest_besides({t.number for t in good}, MAX_BAD - len(running)) + running[-MAX_BAD:]
+
+
+class FirstRungChoice:
+    """Where ASHA should first judge a new trial (Hyper-Tune's bracket choice, all or nothing): the lowest of
+    ``first_rungs`` whose ranking is shown to hold later, or that no trial went past yet; the last when none is."""
+
+    def __init__(self, direction: StudyDirection, first_rungs: list[int]):
+        self.first_rungs = first_rungs
+        self._scores = _RungScores(1.0 if direction == StudyDirection.MINIMIZE else -1.0)
+
+    def for_new_trial(self, study: optuna.Study) -> int:
+        """The first rung for the trial ``study.ask`` just made, from the trials that ask read."""
+        self._scores.read_study(study)
+        if not self._scores.trials:
+            return self.first_rungs[0]
+        return next((rung for rung in self.first_rungs[:-1] if self._scores.ranks_as_later(rung)), self.first_rungs[-1])
 
 
 class _RungScores:

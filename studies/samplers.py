@@ -57,6 +57,7 @@ class SearchMethod:
     summary: str  # one line, shown by `tune run --help` and the README's table
     build: Factory
     pareto: bool = False  # searches several objectives jointly (a Pareto study), not only the first
+    brackets: int = 1  # ASHA's brackets the run gets: above 1, each new trial's first rung is chosen among them
 
 
 SAMPLERS: dict[str, SearchMethod] = {}
@@ -65,15 +66,17 @@ DEFAULT_SAMPLER = "bohb"  # measured in benchmarks/RESULTS.md, "Search quality"
 PARETO_SAMPLER = "tpe"
 
 
-def register(name: str, summary: str, pareto: bool = False) -> Callable[[Factory], Factory]:
+def register(name: str, summary: str, pareto: bool = False, brackets: int = 1) -> Callable[[Factory], Factory]:
     """Add a search method under ``name`` (a decorator of its factory); a name already taken is refused.
 
-    ``pareto``: the sampler it builds searches a multi-objective study (Optuna's ``directions``) jointly."""
+    ``pareto``: the sampler it builds searches a multi-objective study (Optuna's ``directions``) jointly.
+    ``brackets``: above 1, ASHA runs that many brackets and the driver first judges each new trial at the lowest
+    rung whose ranking holds later (:class:`studies.rung_tpe.FirstRungChoice`)."""
 
     def add(factory: Factory) -> Factory:
         if name in SAMPLERS and SAMPLERS[name].build is not factory:
             raise SamplerError(f"search method {name!r} is already registered; register yours under another name")
-        SAMPLERS[name] = SearchMethod(name, summary, factory, pareto)
+        SAMPLERS[name] = SearchMethod(name, summary, factory, pareto, brackets)
         return factory
 
     return add
@@ -126,6 +129,16 @@ def _tpe(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler
     return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True)
 
 
+# First rungs 1, 3 and 9 at ASHA's grace 1 and factor 3: judged first at a third of 27 epochs where neither 1 nor 3 holds.
+BOHB_BRACKETS = 3
+
+
+@register(
+    "bohb-brackets",
+    "bohb, each new trial first judged by ASHA at the lowest rung whose ranking holds later (Hyper-Tune's bracket "
+    "choice): for curves whose early epochs mislead",
+    brackets=BOHB_BRACKETS,
+)
 @register(
     "bohb",
     "BOHB's model on ASHA: TPE fitted on trials' values at the highest well-filled rung, no near-copies, "

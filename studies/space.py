@@ -191,6 +191,7 @@ class AshaSettings:
     max_epochs: int
     grace_period: int
     reduction_factor: int
+    brackets: int = 1  # ASHA's brackets (Ray's): how many rungs a new trial may be first judged at
 
     @property
     def rungs(self) -> list[int]:
@@ -200,6 +201,11 @@ class AshaSettings:
             rungs.append(epoch)
             epoch *= self.reduction_factor
         return rungs
+
+    @property
+    def first_rungs(self) -> list[int]:
+        """Where each bracket first judges a trial: the lowest ``brackets`` rungs short of the highest."""
+        return self.rungs[: max(1, min(self.brackets, len(self.rungs) - 1))]
 
 
 @dataclass(frozen=True)
@@ -278,11 +284,11 @@ class Space:
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
-    def asha(self, max_epochs: int | None = None, prune: bool = True) -> AshaSettings:
+    def asha(self, max_epochs: int | None = None, prune: bool = True, brackets: int = 1) -> AshaSettings:
         """ASHA's rungs for a run of ``max_epochs`` (default: the budget's); unpruned, the only rung is the last epoch."""
         max_epochs = max_epochs or self.budget.max_epochs
         grace = min(self.budget.grace_period, max_epochs) if prune else max_epochs
-        return AshaSettings(max_epochs, grace, self.budget.reduction_factor)
+        return AshaSettings(max_epochs, grace, self.budget.reduction_factor, brackets)
 
     def objective(self, name: str) -> Objective | None:
         return next((o for o in self.objectives if o.name == name), None)

@@ -4,13 +4,14 @@ import math
 
 import optuna
 import pytest
-from conftest import SPACES
+from conftest import SPACES, tune_cli
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
-from studies.rung_tpe import NEAR_COPY, RungTPESampler
-from studies.samplers import SAMPLERS, SamplerSettings, make_sampler
+from studies.records import ATTR_FIRST_RUNG, STUDY_ASHA
+from studies.rung_tpe import NEAR_COPY, FirstRungChoice, RungTPESampler
+from studies.samplers import BOHB_BRACKETS, SAMPLERS, SamplerSettings, make_sampler
 from studies.space import load_space
 
 X = FloatDistribution(0.0, 1.0)
@@ -70,19 +71,23 @@ def test_a_rung_is_modelled_only_once_its_ranking_is_shown_to_hold_later():
 
 
 def test_a_new_trial_is_first_judged_at_the_lowest_rung_whose_ranking_holds_later():
-    def first_cut(at_1, at_3, at_9=(0.5, 0.6, 0.7, 0.8)):
+    def first_rung(trials):
+        study = optuna.create_study()
+        study.add_trials(trials)
+        study.ask()  # the bridge chooses right after asking, from the trials the ask read
+        return FirstRungChoice(StudyDirection.MINIMIZE, [1, 3, 9]).for_new_trial(study)
+
+    def went_on_and_stopped(at_1, at_3, at_9=(0.5, 0.6, 0.7, 0.8)):
         went_on = [stored(n, {1: a, 3: b, 9: c}, TrialState.COMPLETE) for n, (a, b, c) in enumerate(zip(at_1, at_3, at_9))]
-        stopped = [stored(4 + n, {1: 0.9 + n / 100}, TrialState.PRUNED) for n in range(6)]
-        return RungTPESampler(seed=0).first_cut(went_on + stopped, StudyDirection.MINIMIZE, [1, 3, 9])
+        return went_on + [stored(4 + n, {1: 0.9 + n / 100}, TrialState.PRUNED) for n in range(6)]
 
     in_order, reversed_order = (0.1, 0.2, 0.3, 0.4), (0.4, 0.3, 0.2, 0.1)
-    assert first_cut(in_order, in_order) == 1
-    assert first_cut(reversed_order, in_order) == 3  # epoch 1 misleads, epoch 3 ranks as epoch 9 does
-    assert first_cut(reversed_order, reversed_order) == 9  # neither holds: the highest first rung offered
+    assert first_rung(went_on_and_stopped(in_order, in_order)) == 1
+    assert first_rung(went_on_and_stopped(reversed_order, in_order)) == 3  # epoch 1 misleads, epoch 3 ranks as epoch 9 does
+    assert first_rung(went_on_and_stopped(reversed_order, reversed_order)) == 9  # neither holds: the highest offered
     # Nothing to check against yet: judged at the first rung, as ASHA's grace period says.
-    assert RungTPESampler(seed=0).first_cut([], StudyDirection.MINIMIZE, [1, 3, 9]) == 1
-    only_epoch_1 = [stored(n, {1: 0.1 * n}, TrialState.PRUNED) for n in range(5)]
-    assert RungTPESampler(seed=0).first_cut(only_epoch_1, StudyDirection.MINIMIZE, [1, 3, 9]) == 1
+    assert first_rung([]) == 1
+    assert first_rung([stored(n, {1: 0.1 * n}, TrialState.PRUNED) for n in range(5)]) == 1
 
 
 def test_a_diverged_trial_is_never_good():
@@ -215,3 +220,28 @@ def test_a_resumed_study_continues_from_what_is_stored(tmp_path, fraction):
     again = optuna.load_study(study_name="s", storage=url, sampler=RungTPESampler(seed=1, random_fraction=fraction))
     again.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     assert len(again.trials) == 15 and all(t.state == TrialState.COMPLETE for t in again.trials)
+
+
+def test_bohb_brackets_first_judges_new_trials_where_the_stored_ranking_holds(tmp_path):
+    # A real `tune run` (local Ray, tiny Lightning models, SQLite). The tiny space's rungs are epochs 1, 2 and 4, so its
+    # brackets first judge at 1 or 2. The study is made by a first run, then given 20 finished trials whose epoch-1
+    # ranking reverses by epoch 4 (as a warm-up would make it): the next run must judge its new trials first at epoch 2.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, "--seed", 0, cwd=tmp_path, check=True)
+    study = optuna.load_study(study_name="tiny", storage=url)
+    knobs = load_space(SPACES / "tiny.py").knobs
+    distributions = {name: knobs[name].distribution() for name in ("model.hidden", "optimizer.lr")}
+    for n in range(20):
+        curve = {1: 0.1 + n / 100, 2: 0.4 - n / 100, 4: 0.3 - n / 100}
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=curve[4], intermediate_values=curve, distributions=distributions,
+            params={"model.hidden": 2 + n, "optimizer.lr": 1e-3 * (1 + n)}, user_attrs={"epochs": 4},
+        ))  # fmt: skip
+    before = len(study.trials)
+    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", before + 4, "--sampler", "bohb-brackets",
+             "--seed", 0, cwd=tmp_path, check=True)  # fmt: skip
+    new = optuna.load_study(study_name="tiny", storage=url).trials[before:]
+    assert len(new) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in new), new
+    assert [t.user_attrs[ATTR_FIRST_RUNG] for t in new] == [2] * 4
+    assert all(max(t.intermediate_values) >= 2 for t in new), "a trial was judged at epoch 1, before its first rung"
+    assert optuna.load_study(study_name="tiny", storage=url).user_attrs[STUDY_ASHA]["brackets"] == BOHB_BRACKETS

@@ -7,7 +7,8 @@ from optuna.trial import TrialState, create_trial
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from studies.driver.rungs import StoredRungsASHA, stored_curves
+from studies.driver.rungs import StoredRungsASHA, stored_curves, stored_rungs_asha
+from studies.space import AshaSettings
 from studies.store.storage import open_storage
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -47,3 +48,22 @@ def test_a_continued_trial_is_not_judged_again_at_the_rungs_it_passed(scheduler)
     assert report(scheduler, continued, 4, 0.95) == STOP  # rung 4 it had not reached: judged there, against 0.08
     ((_, recorded),) = [(rung, recorded) for rung, recorded in scheduler._brackets[0]._rungs if rung == 1]
     assert sorted(recorded.values()) == [-0.9, -0.3, -0.2]  # its own value kept once, under its new Ray trial
+
+
+def test_a_trial_goes_to_the_bracket_whose_first_rung_the_bridge_chose():
+    # Rungs 1, 2, 4 of 8 epochs, in brackets first judging at 1 and at 2 (Ray's brackets keep their rungs apart).
+    asha = stored_rungs_asha(AshaSettings(max_epochs=8, grace_period=1, reduction_factor=2, brackets=2), {}, "val_loss", "min")
+    assert [bracket._rungs[-1][0] for bracket in asha._brackets] == [1, 2]
+
+    def added_at(first_rung, name):
+        trial = Trial("train_trial", config={"optuna_trial": name, "first_rung": first_rung}, trial_id=name, stub=True)
+        asha.on_trial_add(None, trial)
+        return trial
+
+    for first_rung in (1, 2):  # a good trial in each bracket sets its bar
+        leader = added_at(first_rung, f"leader_{first_rung}")
+        assert [report(asha, leader, epoch, 0.1) for epoch in (1, 2)] == [CONTINUE, CONTINUE]
+    # Far worse than the leaders at every epoch: stopped at the first rung of its bracket, not before.
+    assert report(asha, added_at(1, "poor_1"), 1, 0.9) == STOP
+    poor_2 = added_at(2, "poor_2")
+    assert [report(asha, poor_2, epoch, 0.9) for epoch in (1, 2)] == [CONTINUE, STOP]

@@ -48,6 +48,7 @@ from studies.records import (
     ATTR_DEVICE,
     ATTR_DRIVER,
     ATTR_EPOCHS,
+    ATTR_FIRST_RUNG,
     ATTR_GPU_IDS,
     ATTR_REASON,
     ATTR_SPACE_SHA,
@@ -65,6 +66,7 @@ from studies.records import (
     RESULT_TRACEBACK,
     RESULT_WORLD_SIZE,
 )
+from studies.rung_tpe import FirstRungChoice
 from studies.space import Space
 from studies.store.catalog import constraints_of, epoch_values
 from trainers.base import BEST_CHECKPOINT_FILE
@@ -137,6 +139,7 @@ class OptunaBridge(Searcher):
         orphans: Iterable[optuna.trial.FrozenTrial] = (),
         counts: Counts | None = None,
         artifacts: optuna.artifacts.FileSystemArtifactStore | None = None,
+        first_rungs: list[int] | None = None,
     ):
         objective = space.objectives[0]
         super().__init__(metric=objective.name, mode="min" if objective.direction == "minimize" else "max")
@@ -152,6 +155,8 @@ class OptunaBridge(Searcher):
         self.space_sha = space.file_sha256
         self.driver = driver_id()
         self.artifacts = artifacts  # where each COMPLETE trial's best-epoch weights go; None: nowhere
+        # ASHA's brackets' first rungs: with more than one, each new trial's is chosen here (StoredRungsASHA reads it).
+        self.first_rung_choice = FirstRungChoice(study.direction, first_rungs) if len(first_rungs or []) > 1 else None
 
     # -- Ray's Searcher interface ------------------------------------------------------------
 
@@ -169,6 +174,7 @@ class OptunaBridge(Searcher):
             continued = True
             kept = {e: v for e, v in curve.items() if e <= epoch and math.isfinite(v)}
             superseded = {e for e in curve if e > epoch}
+            first_rung = frozen.user_attrs.get(ATTR_FIRST_RUNG)  # the bracket it had
         elif self._slots_taken() < self.target:
             trial = self.study.ask()
             if self._slots_taken(upto=trial._trial_id) > self.target:
@@ -177,9 +183,12 @@ class OptunaBridge(Searcher):
                 return Searcher.FINISHED
             resume_from = None
             epoch, last_result, train_seconds, continued, kept, superseded = 0, {}, 0.0, False, {}, set()
+            first_rung = self.first_rung_choice.for_new_trial(self.study) if self.first_rung_choice else None
         else:
             return Searcher.FINISHED
         trial.set_user_attr(ATTR_DRIVER, self.driver)  # before drawing params: other drivers see at once whose trial it is
+        if self.first_rung_choice and not continued:
+            trial.set_user_attr(ATTR_FIRST_RUNG, first_rung)
         # An orphan whose driver was lost mid-draw draws the rest now; Optuna returns the params already drawn unchanged.
         params = self.space.suggest(trial)
         trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
@@ -200,6 +209,7 @@ class OptunaBridge(Searcher):
             "max_epochs": self.max_epochs,
             "objective": self.metric,
             "resume_from": resume_from,
+            "first_rung": first_rung,
         }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -48,7 +48,7 @@ from studies.records import (
     STUDY_SPACE_SHA,
     STUDY_TRIALS_REQUESTED,
 )
-from studies.samplers import SamplerSettings, hold, make_sampler, method_for
+from studies.samplers import SAMPLERS, SamplerSettings, hold, make_sampler, method_for
 from studies.space import AshaSettings, Constraints, Resources, Space, constraint_problem
 from studies.store.catalog import constraints_of, constraints_record, described_constraints, feasible, half_made, is_pareto
 from studies.store.storage import artifact_store, check_url, failures_of, open_storage, redacted, study_names
@@ -417,7 +417,7 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
             return study
         bridge = OptunaBridge(
             study, space, max_epochs=plan.asha.max_epochs, target=plan.target, orphans=orphans, counts=plan.counts,
-            artifacts=artifact_store(options.storage, create=True),
+            artifacts=artifact_store(options.storage, create=True), first_rungs=plan.asha.first_rungs,
         )  # fmt: skip
         if orphans:  # before build_tuner starts the progress bar: a line of its own
             print(how_orphans_go_on(orphans), file=sys.stderr, flush=True)
@@ -470,6 +470,7 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
             raise StudyError(f"--constrain {problem}")
     sampler_name = method_for(options.sampler, space.sampler, pareto)
     sampler = hold(make_sampler(sampler_name, space, options.sampler_settings()), options.held)
+    brackets = SAMPLERS[sampler_name].brackets
     for option, count in (("--trials", options.trials), ("--max-epochs", options.max_epochs)):
         if count is not None and count < 1:  # 0 must not read as "not given" and fall back to the space's budget
             raise StudyError(f"{option} must be at least 1 (got {count})")
@@ -484,7 +485,7 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
     return CheckedOptions(
         sampler_name=sampler_name,
         sampler=sampler,
-        asha=space.asha(max_epochs, prune=options.prune),
+        asha=space.asha(max_epochs, prune=options.prune, brackets=brackets),
         resources=trial_resources(space, options),
         ray_storage=ray_storage_location(options.ray_storage),
         pareto=pareto,
@@ -590,18 +591,12 @@ def build_tuner(plan: StudyPlan, bridge: OptunaBridge, options: RunOptions, tria
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
 
-    from studies.driver.rungs import StoredRungsASHA, stored_curves
+    from studies.driver.rungs import stored_curves, stored_rungs_asha
     from studies.driver.trainable import train_trial
 
     _start_ray(options)
     asha, resources, study = plan.asha, plan.resources, plan.study
-    scheduler = StoredRungsASHA(
-        stored_curves(study),
-        time_attr="epoch",
-        max_t=asha.max_epochs,
-        grace_period=asha.grace_period,
-        reduction_factor=asha.reduction_factor,
-    )
+    scheduler = stored_rungs_asha(asha, stored_curves(study))
     concurrency = _concurrency(resources)  # before the live view starts, so that a refusal is one line
     plan.trackers.prepare()
     live_view = LiveView(plan.counts, plan.target, bridge.metric)

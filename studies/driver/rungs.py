@@ -3,6 +3,9 @@
 A run that goes on with a study (``tune resume``, a second ``tune run``, another driver) starts its rungs with every
 stored trial's value there, as one uninterrupted run would hold them: new trials are judged against all earlier
 ones, and a continued trial, already recorded at the rungs it passed, is not judged at them again.
+
+With several brackets, Ray's ASHA draws each trial's bracket at random; here the bridge chose it (the trial config's
+``first_rung``), and a continued trial keeps the one it had.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 import optuna
 from ray.tune.schedulers import ASHAScheduler
 
+from studies.space import AshaSettings
 from studies.store.catalog import epoch_values
 
 Curves = dict[int, dict[int, float]]
@@ -54,8 +58,20 @@ class StoredRungsASHA(ASHAScheduler):
 
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
+        first_rung = trial.config.get("first_rung")
+        chosen = [bracket for bracket in self._brackets if bracket._rungs[-1][0] == first_rung]
+        if chosen:  # the bridge's choice, not Ray's random draw
+            self._trial_info[trial.trial_id] = chosen[0]
         key = _stored_key(trial.config.get("optuna_trial"))
         for bracket in self._brackets:
             for _, recorded in bracket._rungs:
                 if key in recorded:  # a continued trial: recorded where it passed, so judged only at rungs beyond
                     recorded[trial.trial_id] = recorded.pop(key)
+
+
+def stored_rungs_asha(asha: AshaSettings, curves: Curves, metric: str | None = None, mode: str | None = None) -> StoredRungsASHA:
+    """The run's ASHA: its rungs and brackets as ``asha`` says, started with the stored ``curves``."""
+    return StoredRungsASHA(
+        curves, time_attr="epoch", metric=metric, mode=mode, max_t=asha.max_epochs, grace_period=asha.grace_period,
+        reduction_factor=asha.reduction_factor, brackets=len(asha.first_rungs),
+    )  # fmt: skip
