@@ -39,6 +39,8 @@ def resume(study: str, storage: str | None = None, allow_changed_space: bool = F
     stored = catalog.load_study(study, storage)
     space = load_space(catalog.space_file_of(stored, allow_changed=allow_changed_space))
     options = {"pareto": catalog.is_pareto(stored), "constraints": catalog.constraints_of(stored), **options}  # its own search
+    if "sampler" not in options:  # the search goes on with the method it had, not the space's default
+        options = {**catalog.search_method_of(stored), **options}
     phase = stored.user_attrs.get(STUDY_PHASE)
     if phase:  # a phase holds its settings and starts from the previous phase's best: the phases driver knows how
         from studies.driver.phases import run_phases

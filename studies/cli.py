@@ -425,6 +425,8 @@ def _resume(args: argparse.Namespace) -> int:
     space_path = catalog.space_file_of(study, allow_changed=args.allow_changed_space)  # checked before it is imported
     phase = study.user_attrs.get(STUDY_PHASE)
     search = _search_of(args, study)
+    if args.sampler is None:  # the search goes on with the method it had, not the space's default
+        search.update(catalog.search_method_of(study))
     if phase:  # a phase holds its settings and starts from the previous phase's best: `tune phases` knows how
         return _run_phases(args, space_path, phase["prefix"], [phase["phase"]], **search)
     return _run_space(args, space_path, args.study, **search)

@@ -41,6 +41,7 @@ STUDY_HEADLINES = "headlines"  # the metrics besides the objectives that the spa
 STUDY_BASELINES_QUEUED = "baselines_enqueued"
 STUDY_CREATED_BY = "created_by"
 STUDY_TRIALS_REQUESTED = "trials_requested"  # the last --trials asked for: what `tune resume` completes
+STUDY_SEARCH_METHOD = "search_method"  # {"sampler", "grid_knobs", "grid_base"} of the last run: what `tune resume` uses
 STUDY_ASHA = "asha"  # {"max_epochs", "grace_period", "reduction_factor", "brackets"} of the last run: where the rungs are
 # {metric: [low, high]} (null for an open side) the search keeps within; each trial's violations are Optuna's `constraints`
 STUDY_CONSTRAINTS = "constraints"

@@ -18,10 +18,12 @@ from studies.records import (
     ATTR_CHECKPOINT_EPOCH,
     ATTR_CONTINUED_AT_EPOCH,
     ATTR_DRIVER,
+    ATTR_FIRST_RUNG,
     ATTR_SPACE_SHA,
     ATTR_TRAIN_SECONDS,
     ATTR_TRAINING_CONFIG,
     METRIC_PREFIX,
+    STUDY_SEARCH_METHOD,
 )
 from studies.space import load_space
 from studies.store.storage import open_storage
@@ -195,3 +197,14 @@ def test_a_trial_lost_before_its_first_checkpoint_restarts_from_epoch_1_and_keep
     assert sorted(curve) == [1, 2, 3, 4] and max(curve.values()) < 10.0, "the lost attempt's values were kept"
     assert restarted.value == curve[4] == attrs[METRIC_PREFIX + "val_loss"]
     assert attrs[ATTR_TRAIN_SECONDS] > 3.0  # the lost attempt's three seconds, and the epochs trained again
+
+
+def test_resume_searches_with_the_method_the_study_was_run_with(tmp_path):
+    # The tiny space's own method is bohb; a bohb-brackets run records each new trial's first rung, bohb's does not.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, "--sampler", "bohb-brackets", cwd=tmp_path, check=True)
+    tune_cli("resume", "tiny", "--storage", url, "--trials", 3, cwd=tmp_path, check=True)
+    trials = snapshot(url, "tiny")
+    assert len(trials) == 3 and all(ATTR_FIRST_RUNG in t.user_attrs for t in trials), [t.user_attrs for t in trials]
+    stored = optuna.load_study(study_name="tiny", storage=url).user_attrs[STUDY_SEARCH_METHOD]
+    assert stored == {"sampler": "bohb-brackets", "grid_knobs": None, "grid_base": None}

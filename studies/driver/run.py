@@ -43,6 +43,7 @@ from studies.records import (
     STUDY_FINGERPRINT,
     STUDY_HEADLINES,
     STUDY_OBJECTIVES,
+    STUDY_SEARCH_METHOD,
     STUDY_SETTINGS_STORED,
     STUDY_SPACE_PATH,
     STUDY_SPACE_SHA,
@@ -577,6 +578,8 @@ def plan_study(space: Space, options: RunOptions, checked: CheckedOptions, queue
     target = options.trials or study.user_attrs.get(STUDY_TRIALS_REQUESTED) or default
     study.set_user_attr(STUDY_TRIALS_REQUESTED, target)
     study.set_user_attr(STUDY_ASHA, dataclasses.asdict(checked.asha))
+    method = {"sampler": checked.sampler_name, "grid_knobs": options.grid_knobs, "grid_base": options.grid_base}
+    study.set_user_attr(STUDY_SEARCH_METHOD, method)
     if not study.user_attrs.get(STUDY_SETTINGS_STORED):
         study.set_user_attr(STUDY_SETTINGS_STORED, True)  # last: a study without it was left half-made, and is made again
     return StudyPlan(

@@ -28,6 +28,7 @@ from studies.records import (
     STUDY_CONSTRAINTS,
     STUDY_HEADLINES,
     STUDY_OBJECTIVES,
+    STUDY_SEARCH_METHOD,
     STUDY_SETTINGS_STORED,
     STUDY_SPACE_PATH,
     STUDY_SPACE_SHA,
@@ -391,6 +392,12 @@ class ComputeSummary:
     pruned_trials: int
     saved_seconds: float | None  # None when the study does not say how long an unpruned trial trains
     saved_epochs: int | None
+
+
+def search_method_of(study: optuna.Study) -> dict:
+    """The search method of the study's last run as ``RunOptions`` fields (sampler, grid_knobs, grid_base); empty for a
+    study whose runs did not store it."""
+    return dict(study.user_attrs.get(STUDY_SEARCH_METHOD) or {})
 
 
 def asha_settings(study: optuna.Study) -> AshaSettings | None:
