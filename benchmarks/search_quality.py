@@ -186,7 +186,10 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
         )
     else:
         raise ValueError(f"unknown search-quality method {method!r}; the methods are {', '.join(METHODS)}")
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, direction="minimize")
+    # Named: HyperbandPruner assigns brackets by a hash of the study's name, and an unnamed study's is a random uuid.
+    study = optuna.create_study(
+        study_name=f"{problem.name}-{seed}", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, direction="minimize"
+    )
     return OptunaPrunerAgent(study, space.suggest)
 
 
