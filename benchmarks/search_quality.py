@@ -24,7 +24,7 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 
 - ``tune_<sampler>``: ``tune run --sampler <sampler>``'s decision path: ``studies.driver.bridge.OptunaBridge``
   over the sampler that ``studies.samplers`` builds, with the driver's ASHA (Ray's, with the brackets the method
-  asks for: ``bohb-brackets`` first judges each new trial at the lowest of rungs 1, 3 and 9 whose ranking holds);
+  asks for: ``bohb-brackets`` first judges each new trial at the lowest of rungs 1, 3 and 9 not shown to mislead);
   every stopped trial told to Optuna as PRUNED with its curve.
 - ``bohb_random_<share>``: the same path with another random share: none (the model alone) and BOHB's
   own third, against ``bohb``'s half: which part does the work, and how much random is enough.
@@ -76,7 +76,7 @@ METHODS = {
 }
 STOCK = ("ray_random_asha", "ray_optuna_asha", "optuna_tpe_sha", "optuna_tpe_hyperband")
 PAIRED_REFERENCE = "ray_random_asha"  # the method the issue's robustness target names
-DEFAULT_METHOD = "tune_bohb"  # what `tune run` uses when neither the space nor --sampler names a method
+DEFAULT_METHOD = "tune_bohb-brackets"  # what `tune run` uses when neither the space nor --sampler names a method
 
 
 @dataclass(frozen=True)

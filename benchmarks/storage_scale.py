@@ -18,6 +18,7 @@ timed from its start to its first answers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import sqlite3
@@ -36,7 +37,7 @@ from objectives.segmentation import COMPONENTS, METRICS
 from studies.driver.bridge import OptunaBridge
 from studies.driver.run import RunOptions, open_study
 from studies.records import ATTR_BASELINE, RESULT_DEVICE, RESULT_EPOCH, RESULT_EPOCH_SECONDS
-from studies.samplers import DEFAULT_SAMPLER, make_sampler
+from studies.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from studies.space import AshaSettings, load_space
 
 TITLE = "Storage at scale"
@@ -197,9 +198,12 @@ def grow_and_time(storage: str, path: Path, sizes: tuple[int, ...], window: int,
     space = load_space(SPACE)
     url = STORAGES[storage][0] + str(path)
     options = RunOptions(storage=url, study=f"{space.name}-{sampler}", seed=0, command=f"tune run search_spaces/{SPACE.name} --storage {url}")
-    study = open_study(space, options, TimedSampler(make_sampler(sampler, space, options.sampler_settings())))
-    asha = space.asha()
-    bridge = OptunaBridge(study, space, max_epochs=asha.max_epochs, target=sizes[-1])
+    timer = TimedSampler(make_sampler(sampler, space, options.sampler_settings()))
+    study = open_study(space, options, timer)
+    asha = space.asha(brackets=SAMPLERS[sampler].brackets)
+    bridge = OptunaBridge(study, space, max_epochs=asha.max_epochs, target=sizes[-1], first_rungs=asha.first_rungs)
+    if bridge.first_rung_choice:  # choosing a new trial's bracket is the search method's time too
+        bridge.first_rung_choice.for_new_trial = functools.partial(timer._timed, bridge.first_rung_choice.for_new_trial)
     rng = np.random.default_rng(0)
     rows = []
     # Written whole before any copy: the baselines, then one bracket of ASHA (for 18 epochs, rungs 2 and 6: 6, 2 and 1 trials).

@@ -36,9 +36,9 @@ Three additions, none in Optuna's TPE:
 
 A trial outside the study's constraints (``--constrain``) is never among the good ones, as in Optuna's TPE.
 
-:class:`FirstRungChoice` answers a scheduler's question with the same check: at which rung ASHA should first judge a
-new trial, so that its brackets (several first rungs) stop trials only where the ranking is shown to hold
-(``tune run --sampler bohb-brackets``).
+:class:`FirstRungChoice` answers a scheduler's question from the same rankings: at which rung ASHA should first judge a
+new trial. Its brackets (several first rungs) judge new trials at the first rung until the finished trials show that
+rung's ranking reversed later, then at the next (``tune run --sampler bohb-brackets``, the default).
 
 Everything else is Optuna's TPESampler (its estimators, candidates and acquisition); what is written
 here is only the choice of which trials are good and which are bad, which TPESampler does not let a
@@ -80,6 +80,11 @@ MAX_BAD = 300
 # needs 4 of them in the same order. 6 were also measured (a one-off run of the search-quality benchmark's four families):
 # a rung waits longer for its check, and at half the budget that was worse on three families, about equal on one.
 AGREEMENT_PAIRS = 4
+# A first rung is left for a later one only on evidence that it misleads: 8 trials past it whose order there and later is
+# opposed at a one-sided 10 % level. "Not shown to hold" (the model's check) moved early trials to sparse late brackets,
+# which promote nearly every trial: +0.020 regret against random + ASHA on the recorded curves (benchmarks/RESULTS.md).
+MISLEAD_TRIALS = 8
+MISLEAD_P = 0.1
 NEAR_COPY = 0.02  # of a knob's range (log range for a log knob): closer on every knob than this is the same config
 INCUMBENT_POINTS = 3  # PriorBand's incumbent: the leader of a rung that eta (3) trials reached
 # PriorBand's prior (NePS's "medium" confidence, rounded): a baseline's knob moves by a fifth of its range, a choice
@@ -232,8 +237,8 @@ class RungTPESampler(TPESampler):
 
 
 class FirstRungChoice:
-    """Where ASHA should first judge a new trial (Hyper-Tune's bracket choice, all or nothing): the lowest of
-    ``first_rungs`` whose ranking is shown to hold later, or that no trial went past yet; the last when none is."""
+    """Where ASHA should first judge a new trial (Hyper-Tune's bracket choice, made conservative): the lowest of
+    ``first_rungs`` whose ranking is not shown to reverse later (:meth:`_RungScores.misleads`); the last when all are."""
 
     def __init__(self, direction: StudyDirection, first_rungs: list[int]):
         self.first_rungs = first_rungs
@@ -242,9 +247,7 @@ class FirstRungChoice:
     def for_new_trial(self, study: optuna.Study) -> int:
         """The first rung for the trial ``study.ask`` just made, from the trials that ask read."""
         self._scores.read_study(study)
-        if not self._scores.trials:
-            return self.first_rungs[0]
-        return next((rung for rung in self.first_rungs[:-1] if self._scores.ranks_as_later(rung)), self.first_rungs[-1])
+        return next((rung for rung in self.first_rungs[:-1] if not self._scores.misleads(rung)), self.first_rungs[-1])
 
 
 class _RungScores:
@@ -317,17 +320,34 @@ class _RungScores:
         the highest epoch at least AGREEMENT_PAIRS trials reached, their values there and at ``rung`` agree (tau above 0)."""
         from scipy.stats import kendalltau
 
+        went_past, pairs = self.later_pairs(rung, AGREEMENT_PAIRS)
+        return went_past == 0 or (len(pairs) >= 2 and kendalltau(*zip(*pairs)).statistic > 0)
+
+    def misleads(self, rung: int) -> bool:
+        """Whether the ranking at ``rung`` is shown to reverse later: MISLEAD_TRIALS trials went past it and a one-sided Kendall
+        test over them (as :meth:`ranks_as_later` pairs them) finds their order there and later opposed, at MISLEAD_P."""
+        from scipy.stats import kendalltau
+
+        went_past, pairs = self.later_pairs(rung, MISLEAD_TRIALS)
+        return went_past >= MISLEAD_TRIALS and len(pairs) >= 2 and kendalltau(*zip(*pairs), alternative="less").pvalue < MISLEAD_P
+
+    def later_pairs(self, rung: int, needed: int) -> tuple[int, list[tuple[float, float]]]:
+        """How many finished trials went past ``rung`` (counted until ``needed``), and the finite (value at ``rung``, value
+        later) of the latest trials that reached the highest epoch ``needed`` trials reached (the lowest past ``rung``
+        while fewer did); no pairs where some trials stopped at or before ``rung`` and fewer than ``needed`` went past."""
         went_past = 0
         for epoch in sorted(self.reached, reverse=True):
             if epoch <= rung:
-                return went_past == 0  # nothing later to check against: the rung is the furthest any trial went
+                return went_past, []
             went_past += self.reached[epoch]
-            if went_past >= AGREEMENT_PAIRS:
+            if went_past >= needed:
                 break
+        else:
+            if not went_past:
+                return 0, []  # nothing read yet
         numbers = heapq.nlargest(MAX_BAD, (number for _, number in self.ranked_at(epoch)))
         pairs = [(_value_at(self.trials[n], rung), _value_at(self.trials[n], epoch)) for n in numbers]
-        finite = [pair for pair in pairs if math.isfinite(pair[0]) and math.isfinite(pair[1])]
-        return len(finite) >= 2 and kendalltau(*zip(*finite)).statistic > 0
+        return went_past, [pair for pair in pairs if math.isfinite(pair[0]) and math.isfinite(pair[1])]
 
     def ranked_at(self, rung: int) -> list[tuple[float, int]]:
         if rung not in self.ranks:

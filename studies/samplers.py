@@ -61,7 +61,7 @@ class SearchMethod:
 
 
 SAMPLERS: dict[str, SearchMethod] = {}
-DEFAULT_SAMPLER = "bohb"  # measured in benchmarks/RESULTS.md, "Search quality"
+DEFAULT_SAMPLER = "bohb-brackets"  # measured in benchmarks/RESULTS.md, "Search quality"
 # TPE's multi-objective mode: NSGA-II draws its whole first generation (50 configs) at random, most of a default budget.
 PARETO_SAMPLER = "tpe"
 
@@ -71,7 +71,7 @@ def register(name: str, summary: str, pareto: bool = False, brackets: int = 1) -
 
     ``pareto``: the sampler it builds searches a multi-objective study (Optuna's ``directions``) jointly.
     ``brackets``: above 1, ASHA runs that many brackets and the driver first judges each new trial at the lowest
-    rung whose ranking holds later (:class:`studies.rung_tpe.FirstRungChoice`)."""
+    rung whose ranking is not shown to reverse later (:class:`studies.rung_tpe.FirstRungChoice`)."""
 
     def add(factory: Factory) -> Factory:
         if name in SAMPLERS and SAMPLERS[name].build is not factory:
@@ -129,14 +129,14 @@ def _tpe(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler
     return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True)
 
 
-# First rungs 1, 3 and 9 at ASHA's grace 1 and factor 3: judged first at a third of 27 epochs where neither 1 nor 3 holds.
+# First rungs 1, 3 and 9 at ASHA's grace 1 and factor 3: judged first at a third of 27 epochs where both 1 and 3 mislead.
 BOHB_BRACKETS = 3
 
 
 @register(
     "bohb-brackets",
-    "bohb, each new trial first judged by ASHA at the lowest rung whose ranking holds later (Hyper-Tune's bracket "
-    "choice): for curves whose early epochs mislead",
+    "bohb, each new trial first judged by ASHA at the first rung, or at a later one once the finished trials show the "
+    "first rung's ranking reversed later (Hyper-Tune's bracket choice): as bohb, and better where early epochs mislead",
     brackets=BOHB_BRACKETS,
 )
 @register(

@@ -10,7 +10,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from studies.records import ATTR_FIRST_RUNG, STUDY_ASHA
-from studies.rung_tpe import NEAR_COPY, FirstRungChoice, RungTPESampler
+from studies.rung_tpe import MISLEAD_TRIALS, NEAR_COPY, FirstRungChoice, RungTPESampler
 from studies.samplers import BOHB_BRACKETS, SAMPLERS, SamplerSettings, make_sampler
 from studies.space import load_space
 
@@ -70,22 +70,27 @@ def test_a_rung_is_modelled_only_once_its_ranking_is_shown_to_hold_later():
     assert good(reverses, rung_check=False) == [0]  # the ablation models the rung whatever epoch 9 says
 
 
-def test_a_new_trial_is_first_judged_at_the_lowest_rung_whose_ranking_holds_later():
+def test_a_new_trial_is_first_judged_at_the_first_rung_until_its_ranking_is_shown_to_reverse_later():
     def first_rung(trials):
         study = optuna.create_study()
         study.add_trials(trials)
         study.ask()  # the bridge chooses right after asking, from the trials the ask read
         return FirstRungChoice(StudyDirection.MINIMIZE, [1, 3, 9]).for_new_trial(study)
 
-    def went_on_and_stopped(at_1, at_3, at_9=(0.5, 0.6, 0.7, 0.8)):
+    def went_on_and_stopped(at_1, at_3):
+        at_9 = [0.5 + n / 100 for n in range(len(at_1))]
         went_on = [stored(n, {1: a, 3: b, 9: c}, TrialState.COMPLETE) for n, (a, b, c) in enumerate(zip(at_1, at_3, at_9))]
-        return went_on + [stored(4 + n, {1: 0.9 + n / 100}, TrialState.PRUNED) for n in range(6)]
+        return went_on + [stored(len(at_1) + n, {1: 0.9 + n / 100}, TrialState.PRUNED) for n in range(6)]
 
-    in_order, reversed_order = (0.1, 0.2, 0.3, 0.4), (0.4, 0.3, 0.2, 0.1)
+    in_order = [0.1 + n / 100 for n in range(MISLEAD_TRIALS)]
+    reversed_order = in_order[::-1]
     assert first_rung(went_on_and_stopped(in_order, in_order)) == 1
     assert first_rung(went_on_and_stopped(reversed_order, in_order)) == 3  # epoch 1 misleads, epoch 3 ranks as epoch 9 does
-    assert first_rung(went_on_and_stopped(reversed_order, reversed_order)) == 9  # neither holds: the highest offered
-    # Nothing to check against yet: judged at the first rung, as ASHA's grace period says.
+    assert first_rung(went_on_and_stopped(reversed_order, reversed_order)) == 9  # both mislead: the highest offered
+    # Fewer trials past the rung than MISLEAD_TRIALS show nothing, reversed or not: judged at the first rung, as ASHA's grace
+    # period says, and so while nothing is stored.
+    too_few = reversed_order[: MISLEAD_TRIALS - 1]
+    assert first_rung(went_on_and_stopped(too_few, too_few)) == 1
     assert first_rung([]) == 1
     assert first_rung([stored(n, {1: 0.1 * n}, TrialState.PRUNED) for n in range(5)]) == 1
 
@@ -222,7 +227,7 @@ def test_a_resumed_study_continues_from_what_is_stored(tmp_path, fraction):
     assert len(again.trials) == 15 and all(t.state == TrialState.COMPLETE for t in again.trials)
 
 
-def test_bohb_brackets_first_judges_new_trials_where_the_stored_ranking_holds(tmp_path):
+def test_bohb_brackets_first_judges_new_trials_later_once_the_stored_ranking_is_shown_to_reverse(tmp_path):
     # A real `tune run` (local Ray, tiny Lightning models, SQLite). The tiny space's rungs are epochs 1, 2 and 4, so its
     # brackets first judge at 1 or 2. The study is made by a first run, then given 20 finished trials whose epoch-1
     # ranking reverses by epoch 4 (as a warm-up would make it): the next run must judge its new trials first at epoch 2.

@@ -79,4 +79,4 @@ BASELINES = {"small_slow": {"model.hidden": 4, "optimizer.lr": 1e-3}, "wide_fast
 OBJECTIVES = [Objective("val_loss", "minimize"), Objective("val_mae", "minimize"), Objective("prediction_std", "maximize")]
 BUDGET = Budget(max_epochs=4, grace_period=1, reduction_factor=2, trials=6)
 RESOURCES = Resources(cpus=1)
-SAMPLER = "bohb"  # the default, named: the spaces built on this one take it from here
+SAMPLER = "bohb"  # one bracket, as the tests built on this space expect: every trial judged first at epoch 1
