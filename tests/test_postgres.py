@@ -63,10 +63,12 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
     env = {"TUNE_HEARTBEAT_SECONDS": "1", "TUNE_RAY_STORAGE": str(tmp_path / "ray")}
     # Every epoch checkpointed: the lost host's trials hold a checkpoint to continue from.
     args = ("run", SPACES / "held.py", "--storage", postgres_url, "--study", study, "--trials", requested, "--checkpoint-every", 0)
-    # The lost host's trials wait after their first epoch until it is killed: a 0.3 s poll could miss them mid-training.
+    # Both drivers' trials wait after their first epoch until the other host is killed: a 0.3 s poll could miss them
+    # mid-training, and on a busy machine this driver could otherwise run every trial before the other one started.
     hold = tmp_path / "hold"
     hold.touch()
-    there = start_driver(*args, env={**env, HOLD_VARIABLE: str(hold)}, cwd=tmp_path, host=OTHER_HOST)
+    env[HOLD_VARIABLE] = str(hold)
+    there = start_driver(*args, env=env, cwd=tmp_path, host=OTHER_HOST)
     here = start_driver(*args, env=env, cwd=tmp_path)
     try:
         def both_training():
@@ -78,7 +80,7 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
 
         wait_for(both_training, "trial of each driver running at once", there)
         kill_process_group(there)  # the other machine is lost mid-trial
-        hold.unlink()  # its trials, continued by `tune resume` below, train on
+        hold.unlink()  # this driver's trials, and the lost host's continued by `tune resume` below, train on
         # 3: this driver saw the lost machine's trials orphaned as it ended, and says `tune resume` finishes them.
         ended = here.wait(timeout=400)
         assert ended in (0, 3), here.errors()
