@@ -38,6 +38,9 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``optuna_tpe_sha``: plain Optuna: ``TPESampler`` with ``SuccessiveHalvingPruner`` (same rungs).
 - ``optuna_tpe_hyperband``: plain Optuna: ``TPESampler`` with ``HyperbandPruner`` (its brackets from the same grace
   period, reduction factor and maximum epochs; TPE models each bracket's trials apart, as Optuna does).
+
+Syne Tune's MOBSTER and Hyper-Tune (``syne_<name>``) run through :func:`make_agent` too, in their own section on fewer
+seeds (:mod:`benchmarks.anchors`): a run of theirs costs minutes where these cost seconds.
 """
 
 from __future__ import annotations
@@ -139,6 +142,10 @@ def problem_space(problem: BenchmarkProblem) -> Space:
 def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
     import optuna
 
+    if method.startswith("syne_"):  # the model-based anchors of benchmarks/anchors.py, on the same simulated clock
+        from benchmarks import anchors
+
+        return anchors.make_agent(method, problem, seed)
     space = problem_space(problem)
     asha = AshaSettings(problem.max_epochs, GRACE_PERIOD, REDUCTION_FACTOR)
     if method.startswith(("tune_", "bohb_")):

@@ -179,3 +179,44 @@ class OptunaPrunerAgent:
             self.study.tell(trial, state=TrialState.PRUNED)
             return False
         return True
+
+
+class SyneTuneAgent:
+    """A Syne Tune scheduler (its searcher inside), called as Syne Tune's tuner calls it: ``suggest``, then per epoch
+    ``on_trial_result``, and ``on_trial_complete`` at the last epoch, ``on_trial_remove`` when it stops the trial.
+    The scheduler reads a trial's epoch from ``RESULT_EPOCH`` and its epoch limit from the config's ``max_epochs_key``."""
+
+    def __init__(self, scheduler, max_epochs_key: str):
+        self.scheduler = scheduler
+        self.max_epochs_key = max_epochs_key
+        self.trials: dict[str, Any] = {}
+
+    def ask(self, trial_id: str) -> dict | None:
+        import datetime
+
+        from syne_tune.backend.trial_status import Trial
+
+        suggestion = self.scheduler.suggest(int(trial_id))
+        if suggestion is None:
+            return None
+        trial = Trial(trial_id=int(trial_id), config=dict(suggestion.config), creation_time=datetime.datetime.now())
+        self.trials[trial_id] = trial
+        self.scheduler.on_trial_add(trial)
+        return {name: value for name, value in suggestion.config.items() if name != self.max_epochs_key}
+
+    def epoch_done(self, trial_id: str, epoch: int, value: float, last: bool) -> bool:
+        from syne_tune.optimizer.scheduler import SchedulerDecision
+
+        trial = self.trials[trial_id]
+        if not math.isfinite(value):
+            self.scheduler.on_trial_error(trial)
+            return False
+        result = {OBJECTIVE: value, RESULT_EPOCH: epoch}
+        decision = self.scheduler.on_trial_result(trial, result)
+        if last:
+            self.scheduler.on_trial_complete(trial, result)
+            return False
+        if decision != SchedulerDecision.CONTINUE:
+            self.scheduler.on_trial_remove(trial)
+            return False
+        return True
