@@ -12,12 +12,12 @@ Everything else is the search-quality benchmark's (:mod:`benchmarks.search_quali
 4 workers, ASHA grace 1 / eta 3 and simulated clock. The default method and random + ASHA run beside the anchors
 on the same tasks and seeds, so each anchor is paired with both.
 
-Only ``ANCHOR_SEEDS`` seeds: a MOBSTER run fits a Gaussian process at every suggestion, 25 to 460 s of one core
-per run against 1 to 5 s for the others, so the 20 seeds of the search-quality section would take a day on 2
-cores. For the same reason the Gaussian processes see at most ``MODEL_POINTS`` results (Syne Tune's
+Only ``ANCHOR_SEEDS`` seeds: MOBSTER and Hyper-Tune fit a Gaussian process at every suggestion, 28 to 240 s of one
+core a run (2026-12-04) against under 6 s for the default, so the search-quality section's 20 seeds would take about
+9 hours on 2 cores. For the same reason the Gaussian processes see at most ``MODEL_POINTS`` results (Syne Tune's
 ``max_size_data_for_model``; its default is 500) and refit their hyperparameters at every ``REFIT_EVERY``-th
-suggestion (``opt_skip_period``; its default is every one). Each process runs on one thread: with the two
-processes sharing 2 cores, NumPy's threads made a MOBSTER run 6 times slower.
+suggestion (``opt_skip_period``; its default is every one). Each process runs on one thread: beside another
+process on 2 cores, NumPy's threads made one MOBSTER run (branin_lr, seed 0) take 358 s instead of 47 s.
 
 Syne Tune 0.13 is the last release with these schedulers. It pins NumPy below 2, which this project's other
 packages need, and runs on NumPy 2 as used here; so it is installed without its dependencies, and those added
