@@ -96,7 +96,8 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
     by_config = {}
     for trial in shared:
         by_config.setdefault(tuple(sorted(trial.params.items())), []).append((trial.number, trial.user_attrs.get(ATTR_DRIVER)))
-    twice = {config: runs for config, runs in by_config.items() if len(runs) > 1}
+    # Across drivers: one driver's draws about a documented config can repeat one clipped to the knobs' bounds.
+    twice = {config: runs for config, runs in by_config.items() if len({driver for _, driver in runs}) > 1}
     assert not twice, f"the two drivers ran a config twice: {twice}"
 
     if lost:  # this host's driver ended before the lost machine's heartbeat went stale: resume continues its trials
