@@ -19,9 +19,9 @@ core a run (2026-12-04) against under 6 s for the default, so the search-quality
 suggestion (``opt_skip_period``; its default is every one). Each process runs on one thread: beside another
 process on 2 cores, NumPy's threads made one MOBSTER run (branin_lr, seed 0) take 358 s instead of 47 s.
 
-Syne Tune 0.13 is the last release with these schedulers. It pins NumPy below 2, which this project's other
-packages need, and runs on NumPy 2 as used here; so it is installed without its dependencies, and those added
-by hand (``.ci/run`` and the README say how).
+Syne Tune 0.13 is the last release with these schedulers. It pins NumPy below 2, older than the NumPy this project
+installs, and runs on NumPy 2 as used here; so it is installed without its dependencies, and those added by hand
+(``.ci/run`` and the README say how).
 """
 
 from __future__ import annotations
