@@ -31,7 +31,7 @@ Three additions, none in Optuna's TPE:
   conditional knob, drawn on its own, is not checked: alone it is always close to some trial's value.
 - **The documented configs as a prior** (PriorBand, Mallik et al., NeurIPS 2023). Where a space
   declares baselines, half of the random share is drawn around one of them instead of uniformly: each
-  numeric knob from a Gaussian of ``PRIOR_WIDTH`` of its range about the baseline's value, each
+  numeric knob from a Gaussian of ``PRIOR_WIDTH`` of its range about the baseline's value, truncated to the range, each
   categorical the baseline's with ``PRIOR_KEEP`` chance. The baselines themselves still run first.
 
 A trial outside the study's constraints (``--constrain``) is never among the good ones, as in Optuna's TPE.
@@ -66,6 +66,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import kendalltau, truncnorm
 
 # BOHB's defaults (Falkner et al. 2018, section 4 and its released code): the best 15 % of a budget's observations as
 # the good ones, a model once a budget has dimensions + 1 points. BOHB draws a third at random; half measured more robust
@@ -319,16 +320,12 @@ class _RungScores:
     def ranks_as_later(self, rung: int) -> bool:
         """Whether the trials' ranking at ``rung`` holds later: no trial went past it, or over the latest trials that reached
         the highest epoch at least AGREEMENT_PAIRS trials reached, their values there and at ``rung`` agree (tau above 0)."""
-        from scipy.stats import kendalltau
-
         went_past, pairs = self.later_pairs(rung, AGREEMENT_PAIRS)
         return went_past == 0 or (len(pairs) >= 2 and kendalltau(*zip(*pairs)).statistic > 0)
 
     def misleads(self, rung: int) -> bool:
         """Whether the ranking at ``rung`` is shown to reverse later: MISLEAD_TRIALS trials went past it and a one-sided Kendall
         test over them (as :meth:`ranks_as_later` pairs them) finds their order there and later opposed, at MISLEAD_P."""
-        from scipy.stats import kendalltau
-
         went_past, pairs = self.later_pairs(rung, MISLEAD_TRIALS)
         return went_past >= MISLEAD_TRIALS and len(pairs) >= 2 and kendalltau(*zip(*pairs), alternative="less").pvalue < MISLEAD_P
 
@@ -451,7 +448,9 @@ def _about(value: Any, distribution: BaseDistribution, rng: np.random.Generator)
     same choice."""
     if isinstance(distribution, CategoricalDistribution):
         return value if rng.random() < PRIOR_KEEP else distribution.choices[rng.integers(len(distribution.choices))]
-    unit = np.clip(_unit(distribution, value) + rng.normal(0.0, PRIOR_WIDTH), 0.0, 1.0)
+    # Truncated to the range, not clipped to it: clipping puts a point mass on each bound, and so repeats configs there.
+    center = _unit(distribution, value)
+    unit = truncnorm.rvs(-center / PRIOR_WIDTH, (1.0 - center) / PRIOR_WIDTH, loc=center, scale=PRIOR_WIDTH, random_state=rng)
     return distribution.to_external_repr(_from_unit(distribution, unit).item())
 
 
