@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("efficiency", "search_quality", "anchors", "storage_scale", "trainers", "pareto")
+SECTIONS = ("efficiency", "search_quality", "anchors", "resume_anchors", "storage_scale", "trainers", "pareto")
 PACKAGES = ("torch", "ray", "optuna", "pytorch-lightning", "optuna-dashboard")
 
 

@@ -8,6 +8,9 @@ The issue's anchors that no Optuna sampler or Ray searcher offers, run as their 
   ranks the later results, and each new trial's bracket drawn from the same weights; three brackets (first
   rungs 1, 3 and 9), as ``tune``'s ``bohb-brackets``.
 
+:func:`make_agent` builds DyHPO and DEHB too, for the pause-and-resume anchors' section (:mod:`benchmarks.resume_anchors`),
+which runs with this one's seeds, settings and table.
+
 Everything else is the search-quality benchmark's (:mod:`benchmarks.search_quality`): its tasks, seeds, budget,
 4 workers, ASHA grace 1 / eta 3 and simulated clock. The default method and random + ASHA run beside the anchors
 on the same tasks and seeds, so each anchor is paired with both.
@@ -26,10 +29,13 @@ installs, and runs on NumPy 2 as used here; so it is installed without its depen
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
 
 from benchmarks import search_quality
 from benchmarks.simulated import OBJECTIVE, BenchmarkProblem, SyneTuneAgent
@@ -37,12 +43,14 @@ from studies.records import RESULT_EPOCH
 from studies.space import Float, Int
 
 TITLE = "Model-based anchors (Syne Tune's MOBSTER and Hyper-Tune) on the search-quality tasks"
-ANCHORS = {
+SCHEDULERS = {  # every Syne Tune method the benchmarks run; this section runs ANCHORS, benchmarks/resume_anchors.py the rest
     "syne_mobster": "Syne Tune MOBSTER (ASHA stopping)",
     "syne_hypertune": "Syne Tune Hyper-Tune (3 brackets)",
+    "syne_dyhpo": "Syne Tune DyHPO (pause and resume)",
+    "syne_dehb": "Syne Tune DEHB (synchronous brackets)",
 }
+ANCHORS = ("syne_mobster", "syne_hypertune")
 REFERENCES = (search_quality.DEFAULT_METHOD, search_quality.PAIRED_REFERENCE)
-METHODS = {**ANCHORS, **{method: search_quality.METHODS[method] for method in REFERENCES}}
 ANCHOR_SEEDS = 2
 MODEL_POINTS = 200
 REFIT_EVERY = 5
@@ -67,7 +75,7 @@ def config_space(problem: BenchmarkProblem) -> dict:
 
 
 def make_agent(method: str, problem: BenchmarkProblem, seed: int) -> SyneTuneAgent:
-    from syne_tune.optimizer.baselines import MOBSTER, HyperTune
+    from syne_tune.optimizer.baselines import DEHB, MOBSTER, DyHPO, HyperTune
 
     options = dict(
         metric=OBJECTIVE, mode="min", resource_attr=RESULT_EPOCH, max_resource_attr=MAX_EPOCHS_KEY,
@@ -78,18 +86,31 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int) -> SyneTuneAge
         scheduler = MOBSTER(config_space(problem), **options)
     elif method == "syne_hypertune":
         scheduler = HyperTune(config_space(problem), brackets=3, **options)
+    elif method == "syne_dyhpo":  # its own linear rungs (1, 3, 5, ...), as its authors run it: no reduction factor
+        scheduler = DyHPO(config_space(problem), **{k: v for k, v in options.items() if k != "reduction_factor"})
+    elif method == "syne_dehb":  # no Gaussian process: its searcher draws at random, then mutates and crosses configs
+        # It warns each time a parent's rung result is still pending, as it always is with several workers.
+        logging.getLogger("syne_tune.optimizer.schedulers.synchronous.dehb").setLevel(logging.ERROR)
+        if not hasattr(np, "NAN"):  # it marks a failed trial with np.NAN, a name NumPy 2 removed (np.nan is the same value)
+            np.NAN = np.nan
+        scheduler = DEHB(config_space(problem), **{**options, "search_options": {"debug_log": False}})
     else:
-        raise ValueError(f"unknown anchor {method!r}; the anchors are {', '.join(ANCHORS)}")
+        raise ValueError(f"unknown anchor {method!r}; the anchors are {', '.join(SCHEDULERS)}")
     return SyneTuneAgent(scheduler, MAX_EPOCHS_KEY)
 
 
-def measure(smoke: bool = False) -> list[dict]:
+def methods(anchors: tuple[str, ...]) -> dict[str, str]:
+    """A section's methods and their labels: its anchors, then the references each anchor is paired with."""
+    return {**{name: SCHEDULERS[name] for name in anchors}, **{name: search_quality.METHODS[name] for name in REFERENCES}}
+
+
+def measure(smoke: bool = False, anchors: tuple[str, ...] = ANCHORS) -> list[dict]:
     """Each anchor and reference on every search-quality task with each seed; one row per run, two runs at a time."""
     seeds = range(search_quality.SMOKE_SEEDS if smoke else ANCHOR_SEEDS)
     trainings = search_quality.SMOKE_BUDGET_TRAININGS if smoke else search_quality.BUDGET_TRAININGS
     # At smoke sizes one task (a generated one, always there), each anchor's path run once: a MOBSTER run is 15 s even then.
     problems = search_quality.problems(smoke)[-1:] if smoke else search_quality.problems(smoke)
-    jobs = [(method, problem, seed, trainings) for problem in problems for seed in seeds for method in METHODS]
+    jobs = [(method, problem, seed, trainings) for problem in problems for seed in seeds for method in methods(anchors)]
     # One thread for each worker's linear algebra (see the module's text): spawned, not forked, so that NumPy loads
     # anew in each worker and reads this setting; this process's own setting is put back after.
     saved = {variable: os.environ.get(variable) for variable in THREAD_VARIABLES}
@@ -97,7 +118,7 @@ def measure(smoke: bool = False) -> list[dict]:
     try:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), mp_context=context) as pool:
-            return list(pool.map(search_quality.run_one, *zip(*jobs)))
+            return search_quality.run_all(pool, jobs)
     finally:
         for variable, value in saved.items():
             if value is None:
@@ -106,19 +127,20 @@ def measure(smoke: bool = False) -> list[dict]:
                 os.environ[variable] = value
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], anchors: tuple[str, ...] = ANCHORS) -> str:
     """Per family and method: median regret (IQR) at half and all of the budget, and each anchor paired with the
     default and with random + ASHA on the same task and seed."""
+    labels = methods(anchors)
     families = list(dict.fromkeys(row["family"] for row in rows))
     by_run = {(row["method"], row["problem"], row["seed"]): row for row in rows}
     lines = [
         "| family | method | runs | regret at 1/2 budget | at full budget | trials | median s a run "
-        + "".join(f"| against {METHODS[reference]} at full budget " for reference in REFERENCES)
+        + "".join(f"| against {labels[reference]} at full budget " for reference in REFERENCES)
         + "|",
         "|---|---|---|---|---|---|---|" + "---|" * len(REFERENCES),
     ]
     for family in families:
-        for method, label in METHODS.items():
+        for method, label in labels.items():
             runs = [row for row in rows if row["family"] == family and row["method"] == method]
             if not runs:
                 continue
@@ -131,7 +153,7 @@ def table(rows: list[dict]) -> str:
                     ],
                     "regret_1",
                 )
-                if method in ANCHORS
+                if method in anchors
                 else "-"
                 for reference in REFERENCES
             ]

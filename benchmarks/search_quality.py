@@ -39,8 +39,9 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``optuna_tpe_hyperband``: plain Optuna: ``TPESampler`` with ``HyperbandPruner`` (its brackets from the same grace
   period, reduction factor and maximum epochs; TPE models each bracket's trials apart, as Optuna does).
 
-Syne Tune's MOBSTER and Hyper-Tune (``syne_<name>``) run through :func:`make_agent` too, in their own section on fewer
-seeds (:mod:`benchmarks.anchors`): a run of theirs costs minutes where these cost seconds.
+Syne Tune's MOBSTER, Hyper-Tune, DyHPO and DEHB (``syne_<name>``) run through :func:`make_agent` too, in their own
+sections on fewer seeds (:mod:`benchmarks.anchors`, :mod:`benchmarks.resume_anchors`): a run of the first three costs
+minutes where these cost seconds.
 """
 
 from __future__ import annotations
@@ -235,11 +236,16 @@ def measure(smoke: bool = False) -> list[dict]:
     seeds = range(SMOKE_SEEDS if smoke else SEEDS)
     trainings = SMOKE_BUDGET_TRAININGS if smoke else BUDGET_TRAININGS
     jobs = [(method, problem, seed, trainings) for problem in problems(smoke) for seed in seeds for method in METHODS]
-    rows = []
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        for row in pool.map(run_one, *zip(*jobs)):
-            print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
-            rows.append(row)
+        return run_all(pool, jobs)
+
+
+def run_all(pool: ProcessPoolExecutor, jobs: list[tuple]) -> list[dict]:
+    """:func:`run_one` for each job in ``pool``; each row printed as it comes (without its curve), as progress."""
+    rows = []
+    for row in pool.map(run_one, *zip(*jobs)):
+        print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+        rows.append(row)
     return rows
 
 
