@@ -55,6 +55,8 @@ ANCHOR_SEEDS = 2
 MODEL_POINTS = 200
 REFIT_EVERY = 5
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Syne Tune's DyHPO wants its first rung equal to the increment; its default increment, 2, after the first rung 1 warns.
+DYHPO_RUNG_INCREMENT = 1
 MAX_EPOCHS_KEY = "max_epochs"  # the config entry from which Syne Tune reads a trial's epoch limit
 
 
@@ -86,8 +88,9 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int) -> SyneTuneAge
         scheduler = MOBSTER(config_space(problem), **options)
     elif method == "syne_hypertune":
         scheduler = HyperTune(config_space(problem), brackets=3, **options)
-    elif method == "syne_dyhpo":  # its own linear rungs (1, 3, 5, ...), as its authors run it: no reduction factor
-        scheduler = DyHPO(config_space(problem), **{k: v for k, v in options.items() if k != "reduction_factor"})
+    elif method == "syne_dyhpo":  # linear rungs 1, 2, 3, ... (an epoch at a time, as in the paper): no reduction factor
+        without_factor = {name: value for name, value in options.items() if name != "reduction_factor"}
+        scheduler = DyHPO(config_space(problem), rung_increment=DYHPO_RUNG_INCREMENT, **without_factor)
     elif method == "syne_dehb":  # no Gaussian process: its searcher draws at random, then mutates and crosses configs
         # It warns each time a parent's rung result is still pending, as it always is with several workers.
         logging.getLogger("syne_tune.optimizer.schedulers.synchronous.dehb").setLevel(logging.ERROR)

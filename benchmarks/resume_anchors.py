@@ -5,9 +5,9 @@ The simulated clock resumes a paused trial at its next epoch, as from a checkpoi
 
 - ``syne_dyhpo``: DyHPO (Wistuba et al., NeurIPS 2022) as Syne Tune implements it: a Gaussian process over config and
   epoch (Syne Tune's, not the paper's deep kernel) chooses at every step between starting a config and resuming a
-  paused one by a few more epochs, with a share of promotions by the successive-halving rule. Rungs 1, 3, 5, ...:
-  Syne Tune's default increment of 2 after the benchmark's first rung, 1. Syne Tune warns that it recommends a first
-  rung equal to the increment (1, 2, 3, ... or 2, 4, 6, ...); those spacings are not measured here.
+  paused one by one more epoch (rungs 1, 2, 3, ..., as the paper steps), with a share of promotions by the
+  successive-halving rule. Syne Tune's own increment, 2, after the benchmark's first rung 1 (rungs 1, 3, 5, ...) is a
+  spacing it warns against: it wants the first rung equal to the increment.
 - ``syne_dehb``: DEHB (Awad et al., IJCAI 2021): synchronous Hyperband brackets (rungs 1, 3, 9, 27, ...) whose configs
   after the first bracket come from differential evolution (mutation and crossover of the rung's configs); no model.
 
