@@ -43,7 +43,6 @@ def test_a_paused_trial_resumes_at_its_next_epoch(method):
     for trial_id, epochs in logged.epochs.items():
         assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
     assert record.spent == budget == sum(len(epochs) for epochs in logged.epochs.values())
-    assert all(c.spent <= budget for c in record.completions)
 
 
 class Decaying:
