@@ -123,6 +123,19 @@ def wait_for_trials(driver, url, ready, what, timeout=240):
         time.sleep(0.2)
 
 
+def mid_training(trial) -> bool:
+    """Whether slow.py's ``trial`` is RUNNING from a stored checkpoint with a whole epoch (about a second) to train
+    before ASHA's next rung or its last epoch could end it: a SIGKILL sent just after the poll still finds it mid-training."""
+    from optuna.trial import TrialState
+
+    from studies.records import ATTR_CHECKPOINT_EPOCH
+    from studies.space import load_space
+
+    asha = load_space(SPACES / "slow.py").asha()
+    epoch = trial.user_attrs.get(ATTR_CHECKPOINT_EPOCH)
+    return trial.state == TrialState.RUNNING and epoch is not None and epoch not in asha.rungs and epoch < asha.max_epochs
+
+
 POSTGRES_ENV = "TUNE_TEST_POSTGRES"  # a PostgreSQL URL for the tests (.ci/run starts Debian's server and sets it)
 
 

@@ -11,7 +11,7 @@ import wsgiref.util
 
 import optuna
 import pytest
-from conftest import SPACES, assert_study_whole, kill_process_group, refusal, snapshot, tune_cli, wait_for_trials
+from conftest import SPACES, assert_study_whole, kill_process_group, mid_training, refusal, snapshot, tune_cli, wait_for_trials
 from optuna.trial import TrialState
 from optuna_dashboard import wsgi
 
@@ -52,8 +52,7 @@ def resumed(tmp_path_factory):
     )  # fmt: skip
     try:
         wait_for_trials(
-            driver, url, lambda trials: any(t.state.is_finished() for t in trials)
-            and any(t.state == TrialState.RUNNING and ATTR_CHECKPOINT_EPOCH in t.user_attrs for t in trials),
+            driver, url, lambda trials: any(t.state.is_finished() for t in trials) and any(map(mid_training, trials)),
             "a trial finished and another was mid-training",
         )  # fmt: skip
         driver.send_signal(signal.SIGKILL)

@@ -8,7 +8,7 @@ import sys
 
 import optuna
 import pytest
-from conftest import SPACES, snapshot, tune_cli, wait_for_trials
+from conftest import SPACES, mid_training, snapshot, tune_cli, wait_for_trials
 from optuna.trial import TrialState
 
 from studies.driver.bridge import OptunaBridge
@@ -38,8 +38,7 @@ def test_sigkill_mid_study_then_resume(tmp_path):
     try:
         # Kill once a trial has finished and another is mid-training with a checkpoint stored.
         wait_for_trials(
-            driver, url, lambda trials: any(t.state.is_finished() for t in trials)
-            and any(t.state == TrialState.RUNNING and "checkpoint" in t.user_attrs for t in trials),
+            driver, url, lambda trials: any(t.state.is_finished() for t in trials) and any(map(mid_training, trials)),
             "a trial finished and another was mid-training",
         )  # fmt: skip
         driver.send_signal(signal.SIGKILL)
@@ -51,7 +50,11 @@ def test_sigkill_mid_study_then_resume(tmp_path):
             pass
 
     before = {t.number: t for t in snapshot(url)}
-    interrupted = {n: t.user_attrs[ATTR_CHECKPOINT_EPOCH] for n, t in before.items() if ATTR_CHECKPOINT_EPOCH in t.user_attrs and t.state == TrialState.RUNNING}
+    interrupted = {
+        n: t.user_attrs[ATTR_CHECKPOINT_EPOCH]
+        for n, t in before.items()
+        if ATTR_CHECKPOINT_EPOCH in t.user_attrs and t.state == TrialState.RUNNING
+    }
     assert interrupted, "the kill left no trial mid-training"
 
     resumed = tune_cli("resume", "slow", "--storage", url, cwd=tmp_path, timeout=400)
