@@ -27,7 +27,9 @@ from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("efficiency", "search_quality", "anchors", "resume_anchors", "storage_scale", "trainers", "pareto")
-PACKAGES = ("torch", "ray", "optuna", "pytorch-lightning", "optuna-dashboard")
+# NumPy and SciPy too: the searchers' draws and models run on them, and with Ray and Optuna the same, search-quality rows
+# measured under other versions of them differed.
+PACKAGES = ("torch", "ray", "optuna", "pytorch-lightning", "optuna-dashboard", "numpy", "scipy")
 
 
 def section_module(name: str) -> ModuleType:

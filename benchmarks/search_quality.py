@@ -31,6 +31,10 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``bohb_no_rung_check``: the same path without ``bohb``'s check that a rung ranks as later epochs do.
 - ``bohb_incumbent``: the same path with half of ``bohb``'s random share drawn about the trial leading at the
   highest epoch 3 trials reached (PriorBand's incumbent, in the prior's shape), a candidate not adopted.
+- ``brackets_random_2/3``: ``bohb-brackets`` with a random share of 2/3 against its half: closer to random + ASHA,
+  a candidate for robustness.
+- ``brackets_near_copy_0.1``: ``bohb-brackets`` that passes over TPE's candidates within 10 % of a seen config on every
+  knob, against its 2 %: the issue's clones were within about 10 % of each other.
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -67,12 +71,27 @@ CURVE_POINTS = 20  # budget fractions at which the anytime regret curves are dra
 SEEDS = 20  # with 10, yahpo's median for bohb was 0.093; seeds 0-19 give 0.068: ten seeds alone move a median that much
 SMOKE_SEEDS, SMOKE_BUDGET_TRAININGS = 1, 6
 TUNE_SAMPLERS = ("tpe", "random", "bohb", "bohb-brackets")
-ABLATED_SHARES = ("0", "1/3")  # bohb's model alone, and BOHB's own random share (tune's bohb draws half at random)
+# Ablations and candidates of tune's bohb samplers: the label, RungTPESampler's settings, and the sampler whose ASHA
+# brackets the run takes. bohb_random_*: its model alone, and BOHB's own random share (tune's bohb draws half at random).
+VARIANTS = {
+    "bohb_random_0": ("ablation: bohb with a random share of 0", {"random_fraction": 0.0}, "bohb"),
+    "bohb_random_1/3": ("ablation: bohb with a random share of 1/3", {"random_fraction": 1 / 3}, "bohb"),
+    "bohb_no_rung_check": ("ablation: bohb that models any rung, its ranking checked or not", {"rung_check": False}, "bohb"),
+    "bohb_incumbent": (
+        "candidate: bohb with half its random share drawn about the trial leading at a rung",
+        {"incumbent_draws": True},
+        "bohb",
+    ),
+    "brackets_random_2/3": ("candidate: bohb-brackets with a random share of 2/3", {"random_fraction": 2 / 3}, "bohb-brackets"),
+    "brackets_near_copy_0.1": (
+        "ablation: bohb-brackets with configs within 10 % on every knob as copies (not 2 %)",
+        {"near_copy": 0.1},
+        "bohb-brackets",
+    ),
+}
 METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
-    **{f"bohb_random_{share}": f"ablation: bohb with a random share of {share}" for share in ABLATED_SHARES},
-    "bohb_no_rung_check": "ablation: bohb that models any rung, its ranking checked or not",
-    "bohb_incumbent": "candidate: bohb with half its random share drawn about the trial leading at a rung",
+    **{method: label for method, (label, _, _) in VARIANTS.items()},
     "ray_random_asha": "stock Ray Tune random + ASHA",
     "ray_optuna_asha": "stock Ray Tune OptunaSearch (TPE) + ASHA",
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
@@ -149,24 +168,19 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
         return anchors.make_agent(method, problem, seed)
     space = problem_space(problem)
     asha = AshaSettings(problem.max_epochs, GRACE_PERIOD, REDUCTION_FACTOR)
-    if method.startswith(("tune_", "bohb_")):
-        from fractions import Fraction
-
+    if method.startswith("tune_") or method in VARIANTS:
         from studies.driver.bridge import OptunaBridge
         from studies.driver.rungs import stored_rungs_asha
         from studies.rung_tpe import RungTPESampler
         from studies.samplers import SAMPLERS, SamplerSettings, make_sampler
 
-        if method.startswith("bohb_random_"):
-            sampler = RungTPESampler(seed=seed, random_fraction=float(Fraction(method[len("bohb_random_") :])))
-        elif method == "bohb_no_rung_check":
-            sampler = RungTPESampler(seed=seed, rung_check=False)
-        elif method == "bohb_incumbent":
-            sampler = RungTPESampler(seed=seed, incumbent_draws=True)
+        if method in VARIANTS:
+            _, settings, name = VARIANTS[method]
+            sampler = RungTPESampler(seed=seed, **settings)
         else:
             name = method[len("tune_") :]
             sampler = make_sampler(name, space, SamplerSettings(seed=seed))
-            asha = dataclasses.replace(asha, brackets=SAMPLERS[name].brackets)
+        asha = dataclasses.replace(asha, brackets=SAMPLERS[name].brackets)
         study = optuna.create_study(sampler=sampler, direction="minimize")
         # Each trial trains an epoch at least: the budget in epochs bounds the trials.
         bridge = OptunaBridge(study, space, max_epochs=problem.max_epochs, target=budget, first_rungs=asha.first_rungs)
@@ -403,6 +417,8 @@ PLOT_COLOURS = (
     "#7f7f7f",
     "#393b79",
     "#8c6d31",
+    "#637939",
+    "#843c39",
 )
 
 

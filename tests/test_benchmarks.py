@@ -93,7 +93,7 @@ def test_results_describe_the_machine(smoke_run):
     machine = section_text(results, "Machine")
     for key in ("CPU", "memory", "OS", "GPU", "Python"):
         assert re.search(rf"^\| {key} \| \S.* \|$", machine, re.MULTILINE), f"no {key} in the machine block"
-    for package in ("torch", "ray", "optuna", "pytorch-lightning", "optuna-dashboard"):
+    for package in ("torch", "ray", "optuna", "pytorch-lightning", "optuna-dashboard", "numpy", "scipy"):
         assert f"| {package} | {importlib.metadata.version(package)} |" in machine
 
 
