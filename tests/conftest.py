@@ -1,5 +1,6 @@
 """Shared fixtures: a real local Ray, real SQLite storages, the tiny test spaces, and the CLI as a subprocess."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -123,15 +124,22 @@ def wait_for_trials(driver, url, ready, what, timeout=240):
         time.sleep(0.2)
 
 
+@functools.cache
+def _slow_asha():
+    """slow.py's ASHA rungs, loaded once: the kill tests ask for them at every poll."""
+    from studies.space import load_space
+
+    return load_space(SPACES / "slow.py").asha()
+
+
 def mid_training(trial) -> bool:
     """Whether slow.py's ``trial`` is RUNNING from a stored checkpoint with a whole epoch (about a second) to train
     before ASHA's next rung or its last epoch could end it: a SIGKILL sent just after the poll still finds it mid-training."""
     from optuna.trial import TrialState
 
     from studies.records import ATTR_CHECKPOINT_EPOCH
-    from studies.space import load_space
 
-    asha = load_space(SPACES / "slow.py").asha()
+    asha = _slow_asha()
     epoch = trial.user_attrs.get(ATTR_CHECKPOINT_EPOCH)
     return trial.state == TrialState.RUNNING and epoch is not None and epoch not in asha.rungs and epoch < asha.max_epochs
 
