@@ -98,11 +98,11 @@ def test_tune_run_address_runs_trials_on_every_node_of_a_cluster(tmp_path):
 
         shared = tmp_path / "shared"
         storage = f"sqlite:///{tmp_path / 'studies.db'}"
-        args = ["run", SPACES / "tiny.py", "--address", address, "--storage", storage, "--ray-storage", shared, "--trials", 4, "--checkpoint-every", 0]
+        args = ["run", SPACES / "one_cpu.py", "--address", address, "--storage", storage, "--ray-storage", shared, "--trials", 4, "--checkpoint-every", 0]
         run = tune_cli(*args, cwd=tmp_path, env=env)
         assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{_logs(head_log, worker_log)}"
 
-        trials = optuna.load_study(study_name="tiny", storage=storage).trials
+        trials = optuna.load_study(study_name="one_cpu", storage=storage).trials
         assert len(trials) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), trials
         for trial in trials:
             checkpoint = Path(trial.user_attrs[ATTR_CHECKPOINT])

@@ -10,7 +10,7 @@ import pytest
 from benchmarks import anchors, search_quality
 from benchmarks.simulated import Decision, Resume, simulate
 
-BUDGET_TRAININGS = 3
+BUDGET_TRAININGS = 1
 
 
 class Logged:

@@ -78,5 +78,7 @@ CONFIG = {
 BASELINES = {"small_slow": {"model.hidden": 4, "optimizer.lr": 1e-3}, "wide_fast": {"model.hidden": 32, "optimizer.lr": 3e-2}}
 OBJECTIVES = [Objective("val_loss", "minimize"), Objective("val_mae", "minimize"), Objective("prediction_std", "maximize")]
 BUDGET = Budget(max_epochs=4, grace_period=1, reduction_factor=2, trials=6)
-RESOURCES = Resources(cpus=1)
+# One trial at a time on 2 cores: a second trial's new worker spends longer importing torch than a tiny trial trains, and
+# Ray Tune then hands the pending trial to the first worker and drops the new one, CPU spent for nothing.
+RESOURCES = Resources(cpus=2)
 SAMPLER = "bohb"  # one bracket, as the tests built on this space expect: every trial judged first at epoch 1
