@@ -8,7 +8,7 @@ import sys
 
 import optuna
 import pytest
-from conftest import SPACES, mid_training, snapshot, tune_cli, wait_for_trials
+from conftest import SPACES, kill_process_group, mid_training, snapshot, tune_cli, wait_for_trials
 from optuna.trial import TrialState
 
 from studies.driver.bridge import OptunaBridge
@@ -44,10 +44,7 @@ def test_sigkill_mid_study_then_resume(tmp_path):
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)  # Ray's worker processes of the killed driver
-        except ProcessLookupError:
-            pass
+        kill_process_group(driver)  # Ray's worker processes of the killed driver
 
     before = {t.number: t for t in snapshot(url)}
     interrupted = {
@@ -106,10 +103,7 @@ def test_ctrl_c_mid_study_exits_130_naming_resume(tmp_path):
         os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: to the driver and Ray's processes
         _, stderr = driver.communicate(timeout=120)
     finally:
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_process_group(driver)
     assert driver.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == "tune: interrupted; `tune resume slow` continues the study", stderr
     assert [t for t in snapshot(url) if t.state == TrialState.RUNNING], "nothing was left for resume"
