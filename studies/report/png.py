@@ -44,7 +44,7 @@ def write_figure_pngs(figures: dict[Path, go.Figure]) -> list[Path]:
     """Each figure as a PNG at its path, all rendered in one headless browser."""
     try:
         import kaleido
-        from kaleido.errors import ChromeNotFoundError
+        from kaleido.errors import ChromeNotFoundError, JavascriptError
     except ImportError as exc:
         raise PngError("--png needs kaleido: pip install 'kaleido>=1'") from exc
     paths = list(figures)
@@ -54,7 +54,10 @@ def write_figure_pngs(figures: dict[Path, go.Figure]) -> list[Path]:
         options["path"] = browser
     specs = [{"fig": figure, "path": path, "opts": {"format": "png", **PNG_SIZE}} for path, figure in figures.items()]
     try:
-        kaleido.write_fig_from_object_sync(specs, kopts=options, cancel_on_error=True)
+        try:
+            kaleido.write_fig_from_object_sync(specs, kopts=options, cancel_on_error=True)
+        except JavascriptError:  # on a busy machine a tab can be asked to render before its page has loaded: once more
+            kaleido.write_fig_from_object_sync(specs, kopts=options, cancel_on_error=True)
     except ChromeNotFoundError as exc:
         where = f"${CHROMIUM_VARIABLE}={browser}" if os.environ.get(CHROMIUM_VARIABLE) else f"{DEFAULT_CHROMIUM} or on PATH"
         raise PngError(
