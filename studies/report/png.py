@@ -46,7 +46,7 @@ def write_figure_pngs(figures: dict[Path, go.Figure]) -> list[Path]:
         import kaleido
         from kaleido.errors import ChromeNotFoundError, JavascriptError
     except ImportError as exc:
-        raise PngError("--png needs kaleido: pip install 'kaleido>=1'") from exc
+        raise PngError("--png needs kaleido: pip install 'kaleido>=1.5.1'") from exc
     paths = list(figures)
     options = {"mathjax": False}  # the figures use no LaTeX, and mathjax would be fetched from a CDN
     browser = _chromium_path()
