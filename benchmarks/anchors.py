@@ -18,8 +18,8 @@ on the same tasks and seeds, so each anchor is paired with both.
 Only ``ANCHOR_SEEDS`` seeds: MOBSTER and Hyper-Tune fit a Gaussian process at every suggestion, 28 to 240 s of one
 core a run (2026-12-04) against under 6 s for the default, so the search-quality section's 20 seeds would take about
 9 hours on 2 cores. For the same reason the Gaussian processes see at most ``MODEL_POINTS`` results (Syne Tune's
-``max_size_data_for_model``; its default is 500) and refit their hyperparameters at every ``REFIT_EVERY``-th
-suggestion (``opt_skip_period``; its default is every one). Each process runs on one thread: beside another
+``max_size_data_for_model``; its default is 500) and, past their first 150 results, refit their hyperparameters at
+every ``REFIT_EVERY``-th suggestion (``opt_skip_period``; its default is every one). Each process runs on one thread: beside another
 process on 2 cores, NumPy's threads made one MOBSTER run (branin_lr, seed 0) take 358 s instead of 47 s.
 
 Syne Tune 0.13 is the last release with these schedulers. It pins NumPy below 2, older than the NumPy this project
@@ -58,6 +58,9 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 # Syne Tune's DyHPO wants its first rung equal to the increment; its default increment, 2, after the first rung 1 warns.
 DYHPO_RUNG_INCREMENT = 1
 MAX_EPOCHS_KEY = "max_epochs"  # the config entry from which Syne Tune reads a trial's epoch limit
+# At smoke sizes the refits skip from the first result on: Syne Tune refits at every suggestion until 150 results
+# (``opt_skip_init_length``), which made DyHPO's smoke run 68 s, of which 80 % fitting; the smoke run checks the path.
+SMOKE_SEARCH_OPTIONS = {"opt_skip_init_length": 0}
 
 
 def config_space(problem: BenchmarkProblem) -> dict:
@@ -76,13 +79,14 @@ def config_space(problem: BenchmarkProblem) -> dict:
     return {**space, MAX_EPOCHS_KEY: problem.max_epochs}
 
 
-def make_agent(method: str, problem: BenchmarkProblem, seed: int) -> SyneTuneAgent:
+def make_agent(method: str, problem: BenchmarkProblem, seed: int, smoke: bool = False) -> SyneTuneAgent:
     from syne_tune.optimizer.baselines import DEHB, MOBSTER, DyHPO, HyperTune
 
+    search_options = {"debug_log": False, "max_size_data_for_model": MODEL_POINTS, "opt_skip_period": REFIT_EVERY}
     options = dict(
         metric=OBJECTIVE, mode="min", resource_attr=RESULT_EPOCH, max_resource_attr=MAX_EPOCHS_KEY,
         grace_period=search_quality.GRACE_PERIOD, reduction_factor=search_quality.REDUCTION_FACTOR, random_seed=seed,
-        search_options={"debug_log": False, "max_size_data_for_model": MODEL_POINTS, "opt_skip_period": REFIT_EVERY},
+        search_options={**search_options, **(SMOKE_SEARCH_OPTIONS if smoke else {})},
     )  # fmt: skip
     if method == "syne_mobster":
         scheduler = MOBSTER(config_space(problem), **options)
@@ -113,7 +117,7 @@ def measure(smoke: bool = False, anchors: tuple[str, ...] = ANCHORS) -> list[dic
     trainings = search_quality.SMOKE_BUDGET_TRAININGS if smoke else search_quality.BUDGET_TRAININGS
     # At smoke sizes one task (a generated one, always there), each anchor's path run once: a MOBSTER run is 15 s even then.
     problems = search_quality.problems(smoke)[-1:] if smoke else search_quality.problems(smoke)
-    jobs = [(method, problem, seed, trainings) for problem in problems for seed in seeds for method in methods(anchors)]
+    jobs = [(method, problem, seed, trainings, smoke) for problem in problems for seed in seeds for method in methods(anchors)]
     # One thread for each worker's linear algebra (see the module's text): spawned, not forked, so that NumPy loads
     # anew in each worker and reads this setting; this process's own setting is put back after.
     saved = {variable: os.environ.get(variable) for variable in THREAD_VARIABLES}

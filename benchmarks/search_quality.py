@@ -159,13 +159,13 @@ def problem_space(problem: BenchmarkProblem) -> Space:
     )
 
 
-def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
+def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int, smoke: bool = False):
     import optuna
 
     if method.startswith("syne_"):  # the model-based anchors of benchmarks/anchors.py, on the same simulated clock
         from benchmarks import anchors
 
-        return anchors.make_agent(method, problem, seed)
+        return anchors.make_agent(method, problem, seed, smoke)
     space = problem_space(problem)
     asha = AshaSettings(problem.max_epochs, GRACE_PERIOD, REDUCTION_FACTOR)
     if method.startswith("tune_") or method in VARIANTS:
@@ -215,14 +215,14 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int):
     return OptunaPrunerAgent(study, space.suggest)
 
 
-def run_one(method: str, problem: BenchmarkProblem, seed: int, budget_trainings: int) -> dict:
-    """One run: its regret at each budget fraction and along the anytime curve."""
+def run_one(method: str, problem: BenchmarkProblem, seed: int, budget_trainings: int, smoke: bool = False) -> dict:
+    """One run: its regret at each budget fraction and along the anytime curve (``smoke``: a model-based anchor fits less)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     budget = budget_trainings * problem.max_epochs
     began = time.perf_counter()
-    record = simulate(make_agent(method, problem, seed, budget), problem, seed, budget, WORKERS)
+    record = simulate(make_agent(method, problem, seed, budget, smoke), problem, seed, budget, WORKERS)
 
     def regret_by(spent: float) -> float | None:
         done = [c for c in record.completions if c.spent <= spent]

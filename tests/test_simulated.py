@@ -36,7 +36,7 @@ class Logged:
 def test_a_paused_trial_resumes_at_its_next_epoch(method):
     problem = search_quality.problems(smoke=True)[-1]
     budget = BUDGET_TRAININGS * problem.max_epochs
-    logged = Logged(anchors.make_agent(method, problem, seed=0))
+    logged = Logged(anchors.make_agent(method, problem, seed=0, smoke=True))
     record = simulate(logged, problem, seed=0, budget=budget, workers=search_quality.WORKERS)
     assert logged.resumed, f"{method} resumed no trial in {budget} epochs"
     # Every trial, resumed or not, trains its epochs once each and in order, from the first: none restarts or skips.
