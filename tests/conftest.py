@@ -13,6 +13,30 @@ SPACES = Path(__file__).parent / "spaces"
 REPO = Path(__file__).parent.parent
 
 
+# The modules that run drivers, longest first (seconds of 2 shared cores, pytest --durations): pytest-xdist hands out
+# modules in this order, so that the long ones start early and the short ones fill in at the end, where by the number
+# of their tests (xdist's own order) these few-test modules came last and left one worker alone with them.
+LONGEST_FIRST = (
+    "test_resume",  # about 570 s
+    "test_benchmarks",  # 480 s, most of it the smoke run
+    "test_worker_faults",  # 400 s
+    "test_resources",  # 370 s
+    "test_postgres",  # 320 s
+    "test_driver_faults",  # 230 s
+    "test_pareto",  # 150 s
+    "test_cli",  # 150 s
+    "test_rung_tpe",  # 110 s
+    "test_browser",  # 90 s
+    "test_cluster",  # 70 s
+)
+
+
+def pytest_collection_modifyitems(items):
+    """The modules of ``LONGEST_FIRST`` first, in its order; the rest after them as collected (pyproject.toml turns xdist's own reordering off)."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Train on one thread, as a Ray trial with one CPU does: on two shared cores, two threads can run 20x slower."""
