@@ -13,21 +13,24 @@ SPACES = Path(__file__).parent / "spaces"
 REPO = Path(__file__).parent.parent
 
 
-# The modules that run drivers, longest first (seconds of 2 shared cores, pytest --durations): pytest-xdist hands out
-# modules in this order, so that the long ones start early and the short ones fill in at the end, where by the number
-# of their tests (xdist's own order) these few-test modules came last and left one worker alone with them.
+# The longest modules, longest first (seconds of one of 2 workers on 2 cores, from a whole run's JUnit report): pytest-xdist
+# hands out modules in this order, so the long ones start early and short ones fill in at the end. Its own order, by
+# number of tests, started these few-test modules last: replayed on the same times, one worker then ran alone for 1.8 min.
 LONGEST_FIRST = (
-    "test_resume",  # about 570 s
-    "test_benchmarks",  # 480 s, most of it the smoke run
-    "test_worker_faults",  # 400 s
-    "test_resources",  # 370 s
-    "test_postgres",  # 320 s
-    "test_driver_faults",  # 230 s
-    "test_pareto",  # 150 s
-    "test_cli",  # 150 s
-    "test_rung_tpe",  # 110 s
-    "test_browser",  # 90 s
-    "test_cluster",  # 70 s
+    "test_resume",  # 614 s
+    "test_worker_faults",  # 372 s
+    "test_benchmarks",  # 365 s, most of it the smoke run
+    "test_cli",  # 261 s
+    "test_postgres",  # 253 s
+    "test_resources",  # 246 s
+    "test_driver_faults",  # 220 s
+    "test_pareto",  # 103 s
+    "test_study_run",  # 99 s
+    "test_rung_tpe",  # 86 s
+    "test_browser",  # 85 s
+    "test_security",  # 71 s
+    "test_cluster",  # 66 s
+    "test_state_phases",  # 58 s
 )
 
 
