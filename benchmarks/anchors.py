@@ -115,7 +115,7 @@ def measure(smoke: bool = False, anchors: tuple[str, ...] = ANCHORS) -> list[dic
     """Each anchor and reference on every search-quality task with each seed; one row per run, two runs at a time."""
     seeds = range(search_quality.SMOKE_SEEDS if smoke else ANCHOR_SEEDS)
     trainings = search_quality.SMOKE_BUDGET_TRAININGS if smoke else search_quality.BUDGET_TRAININGS
-    # At smoke sizes one task (a generated one, always there), each anchor's path run once: a MOBSTER run is 15 s even then.
+    # At smoke sizes one task (a generated one, always there), each anchor's path run once: a MOBSTER run is 8 s even then.
     problems = search_quality.problems(smoke)[-1:] if smoke else search_quality.problems(smoke)
     jobs = [(method, problem, seed, trainings, smoke) for problem in problems for seed in seeds for method in methods(anchors)]
     # One thread for each worker's linear algebra (see the module's text): spawned, not forked, so that NumPy loads
