@@ -15,7 +15,7 @@ REPO = Path(__file__).parent.parent
 
 # The longest modules, longest first (seconds of one of 2 workers on 2 cores, from a whole run's JUnit report): pytest-xdist
 # hands out modules in this order, so the long ones start early and short ones fill in at the end. Its own order, by
-# number of tests, started these few-test modules last: replayed on the same times, one worker then ran alone for 1.8 min.
+# number of tests, started these few-test modules last, and one worker then ran alone at the end.
 LONGEST_FIRST = (
     "test_resume",  # 614 s
     "test_worker_faults",  # 372 s
