@@ -251,6 +251,16 @@ def test_a_slot_another_driver_took_meanwhile_puts_the_surplus_trial_back(study,
     assert bridge.running == {} and bridge.counts.running == 0
 
 
+def test_a_slot_another_driver_gave_back_since_the_last_ask_is_taken(study, space, db, stored):
+    rival = optuna.load_study(study_name=study.study_name, storage=db.reader)
+    rivals = rival.ask()
+    bridge = bridge_for(study, space, target=2)
+    assert bridge.suggest("ray_0")["optuna_trial"] == 1  # its ask read the rival's trial as RUNNING
+    db.reader.set_trial_state_values(rivals._trial_id, TrialState.WAITING)  # the rival's surplus trial, back in the queue
+    assert bridge.suggest("ray_1")["optuna_trial"] == 0
+    assert [t.state for t in stored()] == [TrialState.RUNNING, TrialState.RUNNING]
+
+
 def test_repeated_and_out_of_order_epochs_are_stored_once(study, space, stored):
     bridge = bridge_for(study, space)
     bridge.suggest("ray_0")

@@ -22,7 +22,7 @@ from sqlalchemy import event
 from studies.errors import UserInputError
 from studies.records import STUDY_OBJECTIVES
 from studies.store.catalog import SelectionError
-from studies.store.storage import StorageError, default_url, failures_of, open_storage, study_names
+from studies.store.storage import StorageError, default_url, failures_of, holding_writes, open_storage, study_names
 
 
 def one_line(raised) -> str:
@@ -329,3 +329,56 @@ def test_nothing_raised_nothing_changed(tmp_path):
     with failures_of(f"sqlite:///{tmp_path / 'x.db'}"):
         pass
     assert not Path(tmp_path / "x.db").exists()
+
+
+@pytest.fixture
+def drawing(tmp_path):
+    """A driver's study on SQLite that has drawn each param once (so this process knows its distribution), and a reader."""
+    url = f"sqlite:///{tmp_path / 'draw.db'}"
+    storage = open_storage(url, create=True)
+    driver = optuna.create_study(study_name="draw", storage=storage)
+    first = driver.ask()
+    first.suggest_float("lr", 1e-4, 1e-1, log=True)
+    first.suggest_int("depth", 1, 4)
+    reader = optuna.load_study(study_name="draw", storage=open_storage(url, create=False))
+    return storage, driver, reader
+
+
+def test_a_trials_draw_is_one_commit_that_readers_see_whole(drawing):
+    storage, driver, reader = drawing
+    trial = driver.ask()
+    events = []  # the driver's writes and commits, in order (every session commits, a read's too)
+
+    def writes(connection, cursor, statement, *rest):
+        if statement.startswith(("INSERT", "UPDATE")):
+            events.append("write")
+
+    event.listen(storage.engine, "before_cursor_execute", writes)
+    event.listen(storage.engine, "commit", lambda connection: events.append("commit"))
+    with holding_writes(driver, trial._trial_id):
+        trial.set_user_attr("driver", "me")
+        lr, depth = trial.suggest_float("lr", 1e-4, 1e-1, log=True), trial.suggest_int("depth", 1, 4)
+        assert driver._storage.get_trial(trial._trial_id).params == {"lr": lr, "depth": depth}  # the driver reads its draw
+        unseen = reader.get_trials()[1]
+        assert (unseen.params, unseen.user_attrs, "write" in events) == ({}, {}, False)
+    drawn = reader.get_trials()[1]
+    assert (drawn.params, drawn.user_attrs) == ({"lr": lr, "depth": depth}, {"driver": "me"})
+    written = events[events.index("write") :]
+    assert written.count("commit") == 1 and written[-1] == "commit" and len(written) >= 3  # params and attribute, one commit
+
+
+def test_a_draw_that_raises_keeps_what_it_drew(drawing):
+    _, driver, reader = drawing
+    trial = driver.ask()
+    with pytest.raises(ValueError), holding_writes(driver, trial._trial_id):
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_int("depth", 1, 4, step=0)  # Optuna refuses a zero step
+    assert reader.get_trials()[1].params == {"lr": lr}
+
+
+def test_a_held_param_whose_distribution_differs_from_the_studys_is_refused_as_optuna_refuses_it(drawing):
+    _, driver, reader = drawing
+    trial = driver.ask()
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"), holding_writes(driver, trial._trial_id):
+        trial.suggest_float("depth", 1, 4)  # an int in the study's trials
+    assert reader.get_trials()[1].params == {}

@@ -24,6 +24,7 @@ earlier attempt's epochs past where that one ended are NaN), and its train secon
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -69,6 +70,7 @@ from studies.records import (
 from studies.rung_tpe import FirstRungChoice
 from studies.space import Space
 from studies.store.catalog import constraints_of, epoch_values
+from studies.store.storage import holding_writes
 from trainers.base import BEST_CHECKPOINT_FILE
 
 # Ray adds these to every result; they are not the model's metrics.
@@ -155,6 +157,7 @@ class OptunaBridge(Searcher):
         self.orphans = list(orphans)
         self.counts = counts or Counts()
         self.running: dict[str, _Running] = {}
+        self.last_asked_among: list[optuna.trial.FrozenTrial] | None = None  # the study's trials as the last Study.ask read them
         self.space_sha = space.file_sha256
         self.driver = driver_id()
         self.artifacts = artifacts  # where each COMPLETE trial's best-epoch weights go; None: nowhere
@@ -178,9 +181,10 @@ class OptunaBridge(Searcher):
             kept = {e: v for e, v in curve.items() if e <= epoch and math.isfinite(v)}
             superseded = {e for e in curve if e > epoch}
             first_rung = frozen.user_attrs.get(ATTR_FIRST_RUNG)  # the bracket it had
-        elif self._slots_taken() < self.target:
+        elif self._slots_taken(self.last_asked_among) < self.target or self._slots_taken() < self.target:
             trial = self.study.ask()
-            if self._slots_taken(upto=trial._trial_id) > self.target:
+            self.last_asked_among = self.study._get_trials(deepcopy=False, use_cache=True)  # Study.ask's read, its sampler's too
+            if self._slots_taken(self.last_asked_among, upto=trial._trial_id) > self.target:
                 # Another driver took the last slot between the count and the ask: the empty trial goes back to the queue.
                 self.study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
                 return Searcher.FINISHED
@@ -189,13 +193,15 @@ class OptunaBridge(Searcher):
             first_rung = self.first_rung_choice.for_new_trial(self.study) if self.first_rung_choice else None
         else:
             return Searcher.FINISHED
-        trial.set_user_attr(ATTR_DRIVER, self.driver)  # before drawing params: other drivers see at once whose trial it is
-        if self.first_rung_choice and not continued:
-            trial.set_user_attr(ATTR_FIRST_RUNG, first_rung)
-        # An orphan whose driver was lost mid-draw draws the rest now; Optuna returns the params already drawn unchanged.
-        params = self.space.suggest(trial)
-        trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
-        trial.set_user_attr(ATTR_SPACE_SHA, self.space_sha)
+        # Until its writes are committed, other drivers see the trial as asked for and not yet tagged (heartbeat.trial_lost).
+        with holding_writes(self.study, trial._trial_id):
+            trial.set_user_attr(ATTR_DRIVER, self.driver)
+            if self.first_rung_choice and not continued:
+                trial.set_user_attr(ATTR_FIRST_RUNG, first_rung)
+            # An orphan whose driver was lost mid-draw draws the rest now; Optuna returns the params already drawn unchanged.
+            params = self.space.suggest(trial)
+            trial.set_user_attr(ATTR_TRAINING_CONFIG, json.dumps(self.space.training_config(params)))
+            trial.set_user_attr(ATTR_SPACE_SHA, self.space_sha)
         live = _Running(
             trial, epoch=epoch, last_result=last_result, train_seconds=train_seconds, continued=continued, superseded=superseded
         )
@@ -291,16 +297,23 @@ class OptunaBridge(Searcher):
                 )
                 live.trial.set_user_attr(ATTR_BEST_CHECKPOINT, artifact_id)
 
-    def _slots_taken(self, upto: int | None = None) -> int:
-        """Finished and RUNNING trials of every driver on the study; with ``upto``, only those created no later than that trial.
+    def _slots_taken(self, trials: list[optuna.trial.FrozenTrial] | None = None, upto: int | None = None) -> int:
+        """Finished and RUNNING trials of every driver among ``trials`` (None: the study's now); with ``upto``, only those
+        created no later than that trial.
 
-        Counting by creation order settles a race: of two drivers that each asked for the last slot, the later trial is surplus.
-        With ``upto``, the trials are those Study.ask read after creating that trial, the list its sampler reads too: one
-        read of a 10 000-trial study less for each suggestion.
+        Counting from the list the last ask read spares a read of a 10 000-trial study for each suggestion. That list
+        lacks only trials other drivers asked for since, which the count after the ask catches; it counts one more only
+        where another driver gave a slot back, so a count that finds the study full is checked on a fresh read. Counting by
+        creation order settles a race: of two drivers that each asked for the last slot, the later trial is surplus.
         """
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-        trials = self.study._get_trials(deepcopy=False, states=states, use_cache=upto is not None)
-        return sum(1 for t in trials if upto is None or t._trial_id <= upto)
+        if trials is None:
+            trials = self.study.get_trials(deepcopy=False, states=states)
+        taken = [t for t in trials if t.state in states]
+        if upto is None:
+            return len(taken)
+        # The list is in creation order: only trials other drivers asked for since are past ``upto``.
+        return len(taken) - sum(1 for _ in itertools.takewhile(lambda t: t._trial_id > upto, reversed(taken)))
 
     def _absorb(self, live: _Running, result: Mapping[str, Any]) -> None:
         """Record one validation epoch's result once, however Ray delivers it."""
@@ -365,8 +378,9 @@ class OptunaBridge(Searcher):
                 ATTR_BEST_EPOCH_METRICS: json.dumps(live.best_metrics),
             }
         )
-        for name, value in attrs.items():
-            live.trial.set_user_attr(name, value)
+        with holding_writes(self.study, live.trial._trial_id):
+            for name, value in attrs.items():
+                live.trial.set_user_attr(name, value)
 
     def _fail(self, live: _Running, reason: str, traceback_text: str, result: Mapping[str, Any]) -> None:
         self._record(live, result, live.epoch)

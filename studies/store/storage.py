@@ -8,10 +8,13 @@ import os
 import re
 import time
 import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
+from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb.storage import _create_scoped_session
 
 from studies.errors import UserInputError
 
@@ -154,11 +157,90 @@ def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
         )
 
     return _racing_a_new_database(
-        lambda: optuna.storages.RDBStorage(
+        lambda: OneCommitDrawStorage(
             url, heartbeat_interval=None, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create
         ),
         lost_the_race=made_meanwhile,
     )
+
+
+@dataclass
+class _HeldWrites:
+    """A trial's writes kept for one commit: params in Optuna's internal form, attributes by (table, key)."""
+
+    params: dict[str, tuple[float, optuna.distributions.BaseDistribution]] = field(default_factory=dict)
+    attrs: dict[tuple[type, str], Any] = field(default_factory=dict)
+
+
+class OneCommitDrawStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage that writes a trial's params and attributes drawn within ``holding(trial_id)`` in one commit.
+
+    Optuna commits each param and attribute on its own: drawing a Vesuvius config (19 params, 4 attributes) took 23
+    commits, a third of a suggestion's time on a 10 000-trial SQLite study. Optuna writes several fields of a trial in one
+    transaction only when it creates the trial from a template, which needs the params before the trial exists.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._held: dict[int, _HeldWrites] = {}
+
+    @contextlib.contextmanager
+    def holding(self, trial_id: int) -> Iterator[None]:
+        """Within: the trial's writes are kept, and reads of the trial see them; on leaving, even by an error, one commit."""
+        self._held[trial_id] = _HeldWrites()
+        try:
+            yield
+        finally:
+            held = self._held.pop(trial_id)
+            with _create_scoped_session(self.scoped_session) as session:  # not ignoring a duplicate: it would drop the lot
+                trial = rdb_models.TrialModel.find_or_raise_by_id(trial_id, session)
+                self.check_trial_is_updatable(trial_id, trial.state)
+                session.add_all(
+                    rdb_models.TrialParamModel(
+                        trial_id=trial_id,
+                        param_name=name,
+                        param_value=value,
+                        distribution_json=optuna.distributions.distribution_to_json(distribution),
+                    )
+                    for name, (value, distribution) in held.params.items()
+                )
+                for (model, key), value in held.attrs.items():
+                    self._set_trial_attr_without_commit(session, model, trial_id, key, value)
+
+    def _set_trial_param(self, trial_id, param_name, param_value_internal, distribution, previous_distribution) -> None:
+        # A param this process has not drawn before is written at once: Optuna checks it against the study's stored one.
+        if trial_id not in self._held or previous_distribution is None:
+            return super()._set_trial_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
+        optuna.distributions.check_distribution_compatibility(previous_distribution, distribution)
+        self._held[trial_id].params[param_name] = (param_value_internal, distribution)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if trial_id not in self._held:
+            return super().set_trial_user_attr(trial_id, key, value)
+        self._held[trial_id].attrs[rdb_models.TrialUserAttributeModel, key] = value
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if trial_id not in self._held:
+            return super().set_trial_system_attr(trial_id, key, value)
+        self._held[trial_id].attrs[rdb_models.TrialSystemAttributeModel, key] = value
+
+    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        trial = super().get_trial(trial_id)
+        held = self._held.get(trial_id)
+        if held is not None:
+            for name, (value, distribution) in held.params.items():
+                trial.params[name] = distribution.to_external_repr(value)
+                trial.distributions[name] = distribution
+            for (model, key), value in held.attrs.items():
+                attrs = trial.user_attrs if model is rdb_models.TrialUserAttributeModel else trial.system_attrs
+                attrs[key] = value
+        return trial
+
+
+def holding_writes(study: optuna.Study, trial_id: int) -> contextlib.AbstractContextManager:
+    """Within: the trial's params and attributes are written in one commit where the study's storage can (a SQL database)."""
+    backend = getattr(study._storage, "_backend", None)  # Optuna wraps an RDBStorage in its (private) _CachedStorage
+    return backend.holding(trial_id) if isinstance(backend, OneCommitDrawStorage) else contextlib.nullcontext()
 
 
 def _racing_a_new_database(action: Callable, lost_the_race: Callable[[Exception], bool]):
