@@ -382,3 +382,14 @@ def test_a_held_param_whose_distribution_differs_from_the_studys_is_refused_as_o
     with pytest.raises(ValueError, match="Cannot set different distribution kind"), holding_writes(driver, trial._trial_id):
         trial.suggest_float("depth", 1, 4)  # an int in the study's trials
     assert reader.get_trials()[1].params == {}
+
+
+def test_a_holding_within_another_of_the_same_trial_commits_with_the_outer_one(drawing):
+    _, driver, reader = drawing
+    trial = driver.ask()
+    with holding_writes(driver, trial._trial_id):
+        with holding_writes(driver, trial._trial_id):
+            trial.set_user_attr("inner", 1)
+        assert reader.get_trials()[1].user_attrs == {}  # not committed when the inner one ends
+        trial.set_user_attr("outer", 2)
+    assert reader.get_trials()[1].user_attrs == {"inner": 1, "outer": 2}

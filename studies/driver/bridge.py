@@ -307,9 +307,7 @@ class OptunaBridge(Searcher):
         creation order settles a race: of two drivers that each asked for the last slot, the later trial is surplus.
         """
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-        if trials is None:
-            trials = self.study.get_trials(deepcopy=False, states=states)
-        taken = [t for t in trials if t.state in states]
+        taken = [t for t in (self.study.get_trials(deepcopy=False) if trials is None else trials) if t.state in states]
         if upto is None:
             return len(taken)
         # The list is in creation order: only trials other drivers asked for since are past ``upto``.
@@ -383,10 +381,11 @@ class OptunaBridge(Searcher):
                 live.trial.set_user_attr(name, value)
 
     def _fail(self, live: _Running, reason: str, traceback_text: str, result: Mapping[str, Any]) -> None:
-        self._record(live, result, live.epoch)
-        live.trial.set_user_attr(ATTR_REASON, reason)
-        if traceback_text:
-            live.trial.set_user_attr(ATTR_TRACEBACK, traceback_text[-8000:])
+        with holding_writes(self.study, live.trial._trial_id):  # the record and its reason in one commit
+            self._record(live, result, live.epoch)
+            live.trial.set_user_attr(ATTR_REASON, reason)
+            if traceback_text:
+                live.trial.set_user_attr(ATTR_TRACEBACK, traceback_text[-8000:])
         self.study.tell(live.trial, state=TrialState.FAIL)
         self.counts.failed += 1
 

@@ -186,7 +186,12 @@ class OneCommitDrawStorage(optuna.storages.RDBStorage):
 
     @contextlib.contextmanager
     def holding(self, trial_id: int) -> Iterator[None]:
-        """Within: the trial's writes are kept, and reads of the trial see them; on leaving, even by an error, one commit."""
+        """Within: the trial's writes are kept, and reads of the trial see them; on leaving, even by an error, one commit.
+
+        Within an outer ``holding`` of the same trial, the outer one's commit takes these writes too."""
+        if trial_id in self._held:
+            yield
+            return
         self._held[trial_id] = _HeldWrites()
         try:
             yield
