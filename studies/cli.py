@@ -328,7 +328,7 @@ def _run_options_from(args: argparse.Namespace, study_name: str | None, **overri
         verbose=args.verbose,
         pareto=args.pareto,
         constraints=_constraints_from(args.constrain),
-        command=redacted("tune " + shlex.join(sys.argv[1:])),  # stored on the study: no storage password
+        command=redacted("tune " + shlex.join(args.argv)),  # stored on the study: no storage password
     )
     return RunOptions(**{**options, **overrides})
 
@@ -649,11 +649,18 @@ def dispatch(args: argparse.Namespace) -> int:
     return COMMANDS[args.command](args)
 
 
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    """The parsed arguments, and the command line itself as ``argv``: a run stores it on its study."""
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if _is_ray_command(argv):
         return _forward_to_ray(argv)
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(argv)
     from studies.errors import TrialsInterrupted, UserInputError
 
     try:

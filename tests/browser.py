@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, SPACES, tune_cli
+from conftest import REPO, SPACES
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -39,13 +39,13 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def finished_tiny_study(tmp_path_factory) -> Path:
+def finished_tiny_study(tmp_path_factory, tune_here) -> Path:
     """The folder of one `tune run` of the tiny space, made once per session for every module that asks."""
     folder = tmp_path_factory.getbasetemp() / "tiny-study"
     finished = folder / "finished"
     if not finished.exists():
         folder.mkdir(exist_ok=True)
-        tune_cli("run", SPACES / "tiny.py", "--seed", 3, cwd=folder, check=True)
+        tune_here("run", SPACES / "tiny.py", "--seed", 3, cwd=folder, check=True)
         finished.touch()
     return folder
 

@@ -1,6 +1,8 @@
-"""Shared fixtures: a real local Ray, real SQLite storages, the tiny test spaces, and the CLI as a subprocess."""
+"""Shared fixtures: a real local Ray, real SQLite storages, the tiny test spaces, and the CLI as a subprocess or in this process."""
 
+import contextlib
 import functools
+import io
 import os
 import signal
 import subprocess
@@ -15,22 +17,22 @@ REPO = Path(__file__).parent.parent
 
 # The longest modules, longest first (seconds of one of 2 workers on 2 cores, from a whole run's JUnit report): pytest-xdist
 # hands out modules in this order, so the long ones start early and short ones fill in at the end. Its own order, by
-# number of tests, started these few-test modules last, and one worker then ran alone at the end.
+# number of tests, started these few-test modules last, and one worker then ran alone at the end. The smoke benchmark
+# is one test: it goes first, as no other module can share its length out.
 LONGEST_FIRST = (
-    "test_resume",  # 614 s
-    "test_worker_faults",  # 372 s
-    "test_benchmarks",  # 365 s, most of it the smoke run
-    "test_cli",  # 261 s
-    "test_postgres",  # 253 s
-    "test_resources",  # 246 s
-    "test_driver_faults",  # 220 s
-    "test_pareto",  # 103 s
-    "test_study_run",  # 99 s
-    "test_rung_tpe",  # 86 s
-    "test_browser",  # 85 s
-    "test_security",  # 71 s
-    "test_cluster",  # 66 s
+    "test_benchmarks",  # 381 s, nearly all the smoke run
+    "test_postgres",  # 382 s, before held.py trained on the tiny space's data
+    "test_worker_faults",  # 337 s
+    "test_resume",  # 333 s
+    "test_resources",  # 277 s
+    "test_cli",  # 207 s
+    "test_driver_faults",  # 142 s
+    "test_study_run",  # 132 s
+    "test_cluster",  # 82 s
+    "test_pareto",  # 79 s
     "test_state_phases",  # 58 s
+    "test_browser",  # 57 s
+    "test_report",  # 51 s
 )
 
 
@@ -87,6 +89,33 @@ def tune_cli(*args, cwd, env=None, timeout=300, check=False):
     if check and result.returncode != 0:
         raise AssertionError(f"tune {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def tune_in_this_process(*args, cwd, env=None, check=False) -> subprocess.CompletedProcess:
+    """`tune ARGS` run in this process, with the result fields of ``tune_cli``: for the runs a test needs done or reads,
+    rather than the CLI's process it checks. Each saves a new interpreter's imports (and a run, Ray's start: about 30
+    CPU-seconds). ``env`` holds only while it runs. A run needs the session's Ray: take it through ``tune_here``."""
+    from studies.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.chdir(cwd):
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(arg) for arg in args])
+            except SystemExit as exited:  # argparse's refusals exit
+                code = exited.code
+    result = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"tune {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tune_here(ray_cluster):
+    """``tune_in_this_process`` on the session's Ray (runs and resumes start no Ray of their own)."""
+    return tune_in_this_process
 
 
 def refusal(capsys, *args) -> str:

@@ -19,8 +19,8 @@ pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
-def study_folder(tmp_path_factory):
-    return finished_tiny_study(tmp_path_factory)
+def study_folder(tmp_path_factory, tune_here):
+    return finished_tiny_study(tmp_path_factory, tune_here)
 
 
 @pytest.fixture(scope="module")

@@ -37,17 +37,17 @@ def running_trials(url):
         return []
 
 
-def test_random_sigkills_then_resume(tmp_path):
+def test_random_sigkills_then_resume(tmp_path, tune_here):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     requested = 8
     moments = random.Random(7)
     command = [sys.executable, "-m", "studies", "run", SPACES / "tiny.py", "--storage", url, "--trials", requested]
-    env = {**os.environ, "TUNE_RAY_STORAGE": str(tmp_path / "ray"), "TUNE_HEARTBEAT_SECONDS": "1"}
+    env = {"TUNE_RAY_STORAGE": str(tmp_path / "ray"), "TUNE_HEARTBEAT_SECONDS": "1"}
     kept: dict[int, tuple] = {}
     kills = mid_trial = 0
     for _ in range(3):
         driver = subprocess.Popen(
-            [str(part) for part in command], cwd=tmp_path, env=env,
+            [str(part) for part in command], cwd=tmp_path, env={**os.environ, **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         # A random moment once trials run (Ray's start-up takes a varying while on a loaded machine).
@@ -66,7 +66,7 @@ def test_random_sigkills_then_resume(tmp_path):
     print(f"{kills} SIGKILLs, {mid_trial} of them with a trial mid-training")
     assert kills >= 2, "the drivers finished before the kills; ask for more trials"
 
-    resumed = tune_cli("run", SPACES / "tiny.py", "--storage", url, cwd=tmp_path, env=env)
+    resumed = tune_here("run", SPACES / "tiny.py", "--storage", url, cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
     after = trials_of(url)
     assert_study_whole(after, requested)
@@ -190,10 +190,10 @@ def fill(folder):
     return filler
 
 
-def test_full_disk_gives_one_line_and_keeps_the_storage(small_disk, tmp_path):
+def test_full_disk_gives_one_line_and_keeps_the_storage(small_disk, tmp_path, tune_here):
     url = f"sqlite:///{small_disk / 'studies.db'}"
     env = {"TUNE_RAY_STORAGE": str(tmp_path / "ray")}
-    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, cwd=tmp_path, env=env, check=True)
+    tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, cwd=tmp_path, env=env, check=True)
     before = {t.number: stored_record(t) for t in trials_of(url)}
     filler = fill(small_disk)
 
@@ -208,6 +208,6 @@ def test_full_disk_gives_one_line_and_keeps_the_storage(small_disk, tmp_path):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
     filler.unlink()
-    resumed = tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 4, cwd=tmp_path, env=env)
+    resumed = tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", 4, cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert_study_whole(trials_of(url), 4)

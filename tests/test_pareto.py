@@ -11,7 +11,7 @@ import wsgiref.util
 
 import optuna
 import pytest
-from conftest import SPACES, assert_study_whole, kill_process_group, mid_training, refusal, snapshot, tune_cli, wait_for_trials
+from conftest import SPACES, assert_study_whole, kill_process_group, mid_training, refusal, snapshot, wait_for_trials
 from optuna.trial import TrialState
 from optuna_dashboard import wsgi
 
@@ -40,7 +40,7 @@ LOW = 0.6  # a sine fitted well has a prediction spread of about 0.7; an early, 
 
 
 @pytest.fixture(scope="module")
-def resumed(tmp_path_factory):
+def resumed(tmp_path_factory, tune_here):
     """`tune run slow.py --pareto --constrain prediction_std=0.6..` killed mid-study, then `tune resume`: the study
     before the kill and after the resume, the folder and the storage URL."""
     folder = tmp_path_factory.mktemp("pareto")
@@ -60,7 +60,7 @@ def resumed(tmp_path_factory):
     finally:
         kill_process_group(driver)  # Ray's worker processes of the killed driver
     before = {t.number: t for t in snapshot(url)}
-    resumed = tune_cli("resume", "slow", "--storage", url, cwd=folder, timeout=400)
+    resumed = tune_here("resume", "slow", "--storage", url, cwd=folder)
     assert resumed.returncode == 0, resumed.stderr
     return before, load_study("slow", url), folder, url
 

@@ -9,7 +9,7 @@ import uuid
 import optuna
 import pytest
 import sqlalchemy.exc
-from conftest import SPACES, assert_readers_match_optuna, assert_study_whole, kill_process_group, tune_cli
+from conftest import SPACES, assert_readers_match_optuna, assert_study_whole, kill_process_group
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -54,7 +54,7 @@ def wait_for(condition, what, driver, timeout=300):
         time.sleep(0.3)
 
 
-def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
+def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path, tune_here):
     if subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode != 0:
         pytest.skip("cannot give the second driver another hostname here (unshare --uts needs CAP_SYS_ADMIN)")
     # Both started at once (the study made by whichever is first): the second driver started only once the study existed
@@ -107,7 +107,7 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
         while any(driver_alive(owner, last_beats(storage, study)) for owner in owners):
             assert time.monotonic() < deadline, "the lost driver's heartbeat never went stale"
             time.sleep(0.5)
-        resumed = tune_cli("resume", study, "--storage", postgres_url, cwd=tmp_path, env=env, timeout=400)
+        resumed = tune_here("resume", study, "--storage", postgres_url, cwd=tmp_path, env=env)
         assert resumed.returncode == 0, resumed.stderr
     after = trials_of(postgres_url, study)
     assert_study_whole(after, requested)
@@ -117,7 +117,7 @@ def test_two_drivers_on_two_hosts_share_one_study(postgres_url, tmp_path):
     print(f"{len(lost)} trial(s) of the lost host continued by `tune resume`")
 
 
-def test_postgres_restart_mid_study(own_postgres, tmp_path):
+def test_postgres_restart_mid_study(own_postgres, tmp_path, tune_here):
     url, study, requested = own_postgres.url, "slow", 4
     env = {"TUNE_RAY_STORAGE": str(tmp_path / "ray")}
     driver = start_driver("run", SPACES / "slow.py", "--storage", url, "--trials", requested, "--checkpoint-every", 0, env=env, cwd=tmp_path)
@@ -136,7 +136,7 @@ def test_postgres_restart_mid_study(own_postgres, tmp_path):
         errors = [line for line in stderr.splitlines() if line.startswith("tune: error: ")]  # besides the progress line
         assert code == 2 and len(errors) == 1 and "lost storage" in errors[0] and "Traceback" not in stderr, stderr
         print(f"the driver stopped cleanly: {errors[0]}")
-        resumed = tune_cli("resume", study, "--storage", url, cwd=tmp_path, env=env, timeout=400)
+        resumed = tune_here("resume", study, "--storage", url, cwd=tmp_path, env=env)
         assert resumed.returncode == 0, resumed.stderr
     assert_study_whole(trials_of(url, study), requested)
 

@@ -1,10 +1,11 @@
 """Kill -9 a real `tune run` mid-study, then resume it: nothing lost, nothing doubled, nothing left RUNNING."""
 
 import os
-import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import optuna
 import pytest
@@ -29,7 +30,7 @@ from studies.space import load_space
 from studies.store.storage import open_storage
 
 
-def test_sigkill_mid_study_then_resume(tmp_path):
+def test_sigkill_mid_study_then_resume(tmp_path, tune_here):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     driver = subprocess.Popen(
         [sys.executable, "-m", "studies", "run", SPACES / "slow.py", "--storage", url, "--trials", "6", "--checkpoint-every", "0"],
@@ -54,7 +55,7 @@ def test_sigkill_mid_study_then_resume(tmp_path):
     }
     assert interrupted, "the kill left no trial mid-training"
 
-    resumed = tune_cli("resume", "slow", "--storage", url, cwd=tmp_path, timeout=400)
+    resumed = tune_here("resume", "slow", "--storage", url, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     after = snapshot(url)
 
@@ -76,20 +77,20 @@ def test_sigkill_mid_study_then_resume(tmp_path):
         assert sorted(continued.intermediate_values) == list(range(1, continued.user_attrs["epochs"] + 1))
 
 
-def test_time_budget_leaves_trials_to_resume(tmp_path):
+def test_time_budget_leaves_trials_to_resume(tmp_path, tune_here):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     first = tune_cli("run", SPACES / "slow.py", "--storage", url, "--trials", 3, "--time-budget", 5, cwd=tmp_path)
     assert first.returncode == 3, first.stderr  # README: trials left unfinished by --time-budget
     assert first.stderr.strip().splitlines()[-1].endswith("interrupted; `tune resume slow` continues them"), first.stderr
     assert [t for t in snapshot(url) if t.state == TrialState.RUNNING]
-    resumed = tune_cli("resume", "slow", "--storage", url, cwd=tmp_path, timeout=400)
+    resumed = tune_here("resume", "slow", "--storage", url, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     after = snapshot(url)
     assert len([t for t in after if t.state.is_finished()]) == 3
     assert not [t for t in after if t.state == TrialState.RUNNING]
 
 
-def test_ctrl_c_mid_study_exits_130_naming_resume(tmp_path):
+def test_ctrl_c_mid_study_exits_130_naming_resume(tmp_path, tune_here):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     driver = subprocess.Popen(
         [sys.executable, "-m", "studies", "run", SPACES / "slow.py", "--storage", url, "--trials", "3"],
@@ -107,7 +108,7 @@ def test_ctrl_c_mid_study_exits_130_naming_resume(tmp_path):
     assert driver.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == "tune: interrupted; `tune resume slow` continues the study", stderr
     assert [t for t in snapshot(url) if t.state == TrialState.RUNNING], "nothing was left for resume"
-    resumed = tune_cli("resume", "slow", "--storage", url, cwd=tmp_path, timeout=400)
+    resumed = tune_here("resume", "slow", "--storage", url, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     after = snapshot(url)
     assert len([t for t in after if t.state.is_finished()]) == 3
@@ -115,20 +116,22 @@ def test_ctrl_c_mid_study_exits_130_naming_resume(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def one_finished_trial(tmp_path_factory):
+def one_finished_trial(tmp_path_factory, tune_here):
     """A tiny study holding one COMPLETE trial, every epoch checkpointed: the database, copied by each test that changes it."""
     folder = tmp_path_factory.mktemp("one_finished")
     url = f"sqlite:///{folder / 'studies.db'}"
-    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 1, "--checkpoint-every", 0, cwd=folder, check=True)
+    tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", 1, "--checkpoint-every", 0, cwd=folder, check=True)
     return folder / "studies.db"
 
 
 @pytest.mark.parametrize("last_epoch_stored", [False, True])
-def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, one_finished_trial, last_epoch_stored):
+def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, one_finished_trial, last_epoch_stored, tune_here):
     # The state a driver killed between storing a trial's last-epoch checkpoint and telling its end leaves behind
     # (before or after the end's first write, the last epoch's value), made here from a finished trial:
     # a kill cannot be timed into that gap reliably.
-    shutil.copy(one_finished_trial, tmp_path / "studies.db")
+    # SQLite's own copy: the run's pooled connection, still open in this process, may hold the last writes in its WAL.
+    with closing(sqlite3.connect(one_finished_trial)) as source, closing(sqlite3.connect(tmp_path / "studies.db")) as copy:
+        source.backup(copy)
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     study = optuna.load_study(study_name="tiny", storage=open_storage(url, create=False))
     (finished,) = study.get_trials(states=(TrialState.COMPLETE,))  # the second baseline waits in the queue
@@ -146,7 +149,7 @@ def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, on
         )
     )  # fmt: skip
 
-    resumed = tune_cli("resume", "tiny", "--storage", url, cwd=tmp_path)
+    resumed = tune_here("resume", "tiny", "--storage", url, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     # A line of its own, before the progress bar starts (not glued to it).
     assert "continuing 1 interrupted trial(s) from their last checkpoint" in resumed.stderr.split("\n"), resumed.stderr
@@ -162,7 +165,7 @@ def test_a_trial_lost_after_its_last_checkpoint_completes_on_resume(tmp_path, on
     assert metrics and all(continued.user_attrs[k] == v for k, v in metrics.items())
 
 
-def test_a_trial_lost_before_its_first_checkpoint_restarts_from_epoch_1_and_keeps_only_that_attempts_record(tmp_path):
+def test_a_trial_lost_before_its_first_checkpoint_restarts_from_epoch_1_and_keeps_only_that_attempts_record(tmp_path, tune_here):
     # Made through the bridge, as a driver killed before the trial's first checkpoint came due leaves it: a kill cannot
     # be timed into that window reliably. Two finished trials set ASHA's bar at rung 1 far below anything the tiny model
     # reaches, so the restarted trial survives only if it is not judged again at the rungs its lost attempt passed.
@@ -181,7 +184,7 @@ def test_a_trial_lost_before_its_first_checkpoint_restarts_from_epoch_1_and_keep
     lost.set_user_attr(ATTR_DRIVER, "a-lost-host:1")
     before = snapshot(url, "tiny")
 
-    resumed = tune_cli("resume", "tiny", "--storage", url, cwd=tmp_path)
+    resumed = tune_here("resume", "tiny", "--storage", url, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     line = "restarting 1 interrupted trial(s) from scratch (no checkpoint was stored)"
     assert line in resumed.stderr.split("\n"), resumed.stderr
@@ -196,11 +199,11 @@ def test_a_trial_lost_before_its_first_checkpoint_restarts_from_epoch_1_and_keep
     assert attrs[ATTR_TRAIN_SECONDS] > 3.0  # the lost attempt's three seconds, and the epochs trained again
 
 
-def test_resume_searches_with_the_method_the_study_was_run_with(tmp_path):
+def test_resume_searches_with_the_method_the_study_was_run_with(tmp_path, tune_here):
     # The tiny space's own method is bohb; a bohb-brackets run records each new trial's first rung, bohb's does not.
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, "--sampler", "bohb-brackets", cwd=tmp_path, check=True)
-    tune_cli("resume", "tiny", "--storage", url, "--trials", 3, cwd=tmp_path, check=True)
+    tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, "--sampler", "bohb-brackets", cwd=tmp_path, check=True)
+    tune_here("resume", "tiny", "--storage", url, "--trials", 3, cwd=tmp_path, check=True)
     trials = snapshot(url, "tiny")
     assert len(trials) == 3 and all(ATTR_FIRST_RUNG in t.user_attrs for t in trials), [t.user_attrs for t in trials]
     stored = optuna.load_study(study_name="tiny", storage=url).user_attrs[STUDY_SEARCH_METHOD]

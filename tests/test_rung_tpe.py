@@ -4,7 +4,7 @@ import math
 
 import optuna
 import pytest
-from conftest import SPACES, tune_cli
+from conftest import SPACES
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
@@ -243,12 +243,12 @@ def test_a_resumed_study_continues_from_what_is_stored(tmp_path, fraction):
     assert len(again.trials) == 15 and all(t.state == TrialState.COMPLETE for t in again.trials)
 
 
-def test_bohb_brackets_first_judges_new_trials_later_once_the_stored_ranking_is_shown_to_reverse(tmp_path):
+def test_bohb_brackets_first_judges_new_trials_later_once_the_stored_ranking_is_shown_to_reverse(tmp_path, tune_here):
     # A real `tune run` (local Ray, tiny Lightning models, SQLite). The tiny space's rungs are epochs 1, 2 and 4, so its
     # brackets first judge at 1 or 2. The study is made by a first run, then given 20 finished trials whose epoch-1
     # ranking reverses by epoch 4 (as a warm-up would make it): the next run must judge its new trials first at epoch 2.
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, "--seed", 0, cwd=tmp_path, check=True)
+    tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, "--seed", 0, cwd=tmp_path, check=True)
     study = optuna.load_study(study_name="tiny", storage=url)
     knobs = load_space(SPACES / "tiny.py").knobs
     distributions = {name: knobs[name].distribution() for name in ("model.hidden", "optimizer.lr")}
@@ -259,8 +259,8 @@ def test_bohb_brackets_first_judges_new_trials_later_once_the_stored_ranking_is_
             params={"model.hidden": 2 + n, "optimizer.lr": 1e-3 * (1 + n)}, user_attrs={"epochs": 4},
         ))  # fmt: skip
     before = len(study.trials)
-    tune_cli("run", SPACES / "tiny.py", "--storage", url, "--trials", before + 4, "--sampler", "bohb-brackets",
-             "--seed", 0, cwd=tmp_path, check=True)  # fmt: skip
+    tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", before + 4, "--sampler", "bohb-brackets",
+              "--seed", 0, cwd=tmp_path, check=True)  # fmt: skip
     new = optuna.load_study(study_name="tiny", storage=url).trials[before:]
     assert len(new) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in new), new
     assert [t.user_attrs[ATTR_FIRST_RUNG] for t in new] == [2] * 4

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import REPO, SPACES, tune_cli
+from conftest import REPO, SPACES, refusal, tune_cli
 from optuna.distributions import IntDistribution
 from optuna.trial import create_trial
 
@@ -42,22 +42,20 @@ def test_plain_names_pass(name):
     assert checked_name(name) == name
 
 
-def test_phases_refuse_a_path_prefix_before_writing_anything(tmp_path):
-    result = tune_cli("phases", SPACES / "state_phases.py", "--study", "../escape", cwd=tmp_path, timeout=120)
-    assert result.returncode == 2, result.stderr
-    (line,) = result.stderr.strip().splitlines()
+def test_phases_refuse_a_path_prefix_before_writing_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = refusal(capsys, "phases", SPACES / "state_phases.py", "--study", "../escape")
     assert line.startswith("tune: error: study prefix '../escape' is not a plain name"), line
     assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent / "escape").exists()
 
 
-def test_report_refuses_a_stored_path_name_as_its_default_file(tmp_path):
+def test_report_refuses_a_stored_path_name_as_its_default_file(tmp_path, monkeypatch, capsys):
     # A study named by other means (Optuna's own API) than `tune run`, which refuses such a name.
     (tmp_path / "tune_runs").mkdir()
     url = f"sqlite:///{tmp_path / 'tune_runs' / 'tune.db'}"
     optuna.create_study(study_name="../escape", storage=open_storage(url, create=True))
-    result = tune_cli("report", "../escape", cwd=tmp_path, timeout=120)
-    assert result.returncode == 2, result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    monkeypatch.chdir(tmp_path)
+    line = refusal(capsys, "report", "../escape")
     assert "study name '../escape' is not a plain name" in line and "pass -o FILE" in line, line
     assert not list(tmp_path.rglob("*.html")), "a report was written"
 
@@ -193,12 +191,11 @@ def test_a_study_stores_and_shows_its_command_without_the_password(tmp_path):
     assert "created by" in everything.lower() and PASSWORD not in everything  # the dashboard note included
 
 
-def test_the_cli_command_line_is_redacted_before_it_reaches_the_study(monkeypatch):
-    from studies.cli import _run_options_from, build_parser
+def test_the_cli_command_line_is_redacted_before_it_reaches_the_study():
+    from studies.cli import _run_options_from, parse_command_line
 
     argv = ["run", "tiny.py", "--storage", POSTGRES]
-    monkeypatch.setattr(sys, "argv", ["tune", *argv])
-    options = _run_options_from(build_parser().parse_args(argv), None)
+    options = _run_options_from(parse_command_line(argv), None)
     assert PASSWORD not in options.command and "postgresql://tune:***@db-host:5432/tune" in options.command
 
 
@@ -241,14 +238,13 @@ def test_the_study_stores_its_space_file_hash(stored_space):
 
 
 @pytest.mark.parametrize("command", [["resume", "tiny"], ["repeat", "tiny", "--top", "1", "--seeds", "1"]])
-def test_resume_and_repeat_refuse_a_changed_space_file(stored_space, command):
+def test_resume_and_repeat_refuse_a_changed_space_file(stored_space, command, monkeypatch, capsys):
     space_file, url = stored_space
     marker = space_file.parent / "imported"
     space_file.write_text(space_file.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
     before = stored(url)
-    result = tune_cli(*command, "--storage", url, cwd=space_file.parent, timeout=300)
-    assert result.returncode == 2, result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    monkeypatch.chdir(space_file.parent)
+    line = refusal(capsys, *command, "--storage", url)
     assert f"search space {space_file} changed since study tiny last ran it" in line and "--allow-changed-space" in line
     assert not marker.exists(), "the changed space file was imported"
     assert stored(url) == before
