@@ -20,19 +20,20 @@ REPO = Path(__file__).parent.parent
 # number of tests, started these few-test modules last, and one worker then ran alone at the end. The smoke benchmark
 # is one test: it goes first, as no other module can share its length out.
 LONGEST_FIRST = (
-    "test_benchmarks",  # 381 s, nearly all the smoke run
-    "test_postgres",  # 382 s, before held.py trained on the tiny space's data
-    "test_worker_faults",  # 337 s
-    "test_resume",  # 333 s
-    "test_resources",  # 277 s
-    "test_cli",  # 207 s
-    "test_driver_faults",  # 142 s
-    "test_study_run",  # 132 s
-    "test_cluster",  # 82 s
-    "test_pareto",  # 79 s
-    "test_state_phases",  # 58 s
-    "test_browser",  # 57 s
-    "test_report",  # 51 s
+    "test_benchmarks",  # 341 s, nearly all the smoke run
+    "test_resume",  # 355 s
+    "test_worker_faults",  # 323 s
+    "test_resources",  # 230 s
+    "test_postgres",  # 197 s
+    "test_cli",  # 149 s
+    "test_driver_faults",  # 133 s
+    "test_study_run",  # 124 s
+    "test_pareto",  # 82 s
+    "test_cluster",  # 63 s
+    "test_browser",  # 54 s
+    "test_state_phases",  # 53 s
+    "test_rung_tpe",  # 36 s
+    "test_report",  # 30 s
 )
 
 
@@ -94,7 +95,8 @@ def tune_cli(*args, cwd, env=None, timeout=300, check=False):
 def tune_in_this_process(*args, cwd, env=None, check=False) -> subprocess.CompletedProcess:
     """`tune ARGS` run in this process, with the result fields of ``tune_cli``: for the runs a test needs done or reads,
     rather than the CLI's process it checks. Each saves a new interpreter's imports (and a run, Ray's start: about 30
-    CPU-seconds). ``env`` holds only while it runs. A run needs the session's Ray: take it through ``tune_here``."""
+    CPU-seconds). ``env`` holds only while it runs, in this process: the session Ray's trial workers keep the
+    environment they started with. A run needs the session's Ray: take it through ``tune_here``."""
     from studies.cli import main
 
     out, err = io.StringIO(), io.StringIO()

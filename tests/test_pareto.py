@@ -11,11 +11,19 @@ import wsgiref.util
 
 import optuna
 import pytest
-from conftest import SPACES, assert_study_whole, kill_process_group, mid_training, refusal, snapshot, wait_for_trials
+from conftest import (
+    SPACES,
+    assert_study_whole,
+    kill_process_group,
+    mid_training,
+    refusal,
+    snapshot,
+    tune_in_this_process,
+    wait_for_trials,
+)
 from optuna.trial import TrialState
 from optuna_dashboard import wsgi
 
-from studies.cli import main
 from studies.driver.phases import keep_best_checkpoint
 from studies.driver.repeat import repeat_queue
 from studies.driver.run import RunOptions, StudyError, count_states, open_study
@@ -104,23 +112,18 @@ def test_each_trial_carries_its_violation_as_optunas_constraints(resumed):
         assert feasible(trial) == (metric_value(trial, "prediction_std") >= LOW)
 
 
-def tune(capsys, *args) -> str:
-    """`tune ARGS` run in this process (no interpreter to start), which must succeed; its standard output."""
-    assert main([str(arg) for arg in args]) == 0
-    return capsys.readouterr().out
-
-
-def test_the_front_is_optunas_own_and_tune_best_lists_it(resumed, capsys, monkeypatch):
+def test_the_front_is_optunas_own_and_tune_best_lists_it(resumed):
     _, study, folder, url = resumed
-    monkeypatch.chdir(folder)
     front = pareto_trials(study)
     assert front, "no COMPLETE trial within the constraint: nothing to read a front from"
     assert sorted(t.number for t in front) == sorted(t.number for t in study.best_trials)  # Optuna's, constraints applied
     assert [t.number for t in front] == [t.number for t in sorted(front, key=lambda t: metric_value(t, "val_loss"))]
-    rows = json.loads(tune(capsys, "best", "slow", "--pareto", "--json", "--storage", url))
+    rows = json.loads(tune_in_this_process("best", "slow", "--pareto", "--json", "--storage", url, cwd=folder, check=True).stdout)
     assert [row["trial"] for row in rows] == [t.number for t in front] and all(row["feasible"] for row in rows)
     chosen = front[-1]
-    exported = tune(capsys, "export", "slow", "--trial", chosen.number, "-o", "front.yaml", "--storage", url)
+    exported = tune_in_this_process(
+        "export", "slow", "--trial", chosen.number, "-o", "front.yaml", "--storage", url, cwd=folder, check=True
+    ).stdout
     assert exported.strip().startswith(f"wrote trial {chosen.number} of slow") and (folder / "front.yaml").is_file()
     best = select_trial(study)
     assert best.number == front[0].number and feasible(best)  # `tune best` and `export` pick within the constraint
@@ -129,9 +132,9 @@ def test_the_front_is_optunas_own_and_tune_best_lists_it(resumed, capsys, monkey
     assert front_hypervolume(study, worst) > 0
 
 
-def test_show_and_the_report_mark_trials_outside_the_constraint(resumed, capsys):
-    _, study, _, url = resumed
-    shown = json.loads(tune(capsys, "show", "slow", "--json", "--storage", url))
+def test_show_and_the_report_mark_trials_outside_the_constraint(resumed):
+    _, study, folder, url = resumed
+    shown = json.loads(tune_in_this_process("show", "slow", "--json", "--storage", url, cwd=folder, check=True).stdout)
     judged = {t.number: feasible(t) for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}
     assert {row["trial"]: row["feasible"] for row in shown if row["state"] != "FAIL"} == judged
     sections = {section.id: section for section in build_sections(study)}
