@@ -38,7 +38,7 @@ A trial outside the study's constraints (``--constrain``) is never among the goo
 
 :class:`FirstRungChoice` answers a scheduler's question from the same rankings: at which rung ASHA should first judge a
 new trial. Its brackets (several first rungs) judge new trials at the first rung until the finished trials show that
-rung's ranking reversed later, then at the next (``tune run --sampler bohb-brackets``, the default).
+rung's ranking reversed later, then at the next (``tune run --sampler bohb-brackets``, and the default ``bohb-gated``).
 
 Everything else is Optuna's TPESampler (its estimators, candidates and acquisition); what is written
 here is only the choice of which trials are good and which are bad, which TPESampler does not let a

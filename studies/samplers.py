@@ -58,25 +58,30 @@ class SearchMethod:
     build: Factory
     pareto: bool = False  # searches several objectives jointly (a Pareto study), not only the first
     brackets: int = 1  # ASHA's brackets the run gets: above 1, each new trial's first rung is chosen among them
+    final_gate: bool = False  # ASHA trains a trial past its last rung only if it may beat the best finished one
 
 
 SAMPLERS: dict[str, SearchMethod] = {}
-DEFAULT_SAMPLER = "bohb-brackets"  # measured in benchmarks/RESULTS.md, "Search quality"
+DEFAULT_SAMPLER = "bohb-gated"  # measured in benchmarks/RESULTS.md, "The default search"
 # TPE's multi-objective mode: NSGA-II draws its whole first generation (50 configs) at random, most of a default budget.
 PARETO_SAMPLER = "tpe"
 
 
-def register(name: str, summary: str, pareto: bool = False, brackets: int = 1) -> Callable[[Factory], Factory]:
+def register(
+    name: str, summary: str, pareto: bool = False, brackets: int = 1, final_gate: bool = False
+) -> Callable[[Factory], Factory]:
     """Add a search method under ``name`` (a decorator of its factory); a name already taken is refused.
 
     ``pareto``: the sampler it builds searches a multi-objective study (Optuna's ``directions``) jointly.
     ``brackets``: above 1, ASHA runs that many brackets and the driver first judges each new trial at the lowest
-    rung whose ranking is not shown to reverse later (:class:`studies.rung_tpe.FirstRungChoice`)."""
+    rung whose ranking is not shown to reverse later (:class:`studies.rung_tpe.FirstRungChoice`).
+    ``final_gate``: ASHA lets a trial past its last rung only if it is no worse there than the best trial that trained every
+    epoch was (:class:`studies.driver.rungs.StoredRungsASHA`)."""
 
     def add(factory: Factory) -> Factory:
         if name in SAMPLERS and SAMPLERS[name].build is not factory:
             raise SamplerError(f"search method {name!r} is already registered; register yours under another name")
-        SAMPLERS[name] = SearchMethod(name, summary, factory, pareto, brackets)
+        SAMPLERS[name] = SearchMethod(name, summary, factory, pareto, brackets, final_gate)
         return factory
 
     return add
@@ -133,6 +138,13 @@ def _tpe(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler
 BOHB_BRACKETS = 3
 
 
+@register(
+    "bohb-gated",
+    "bohb-brackets, and ASHA trains a trial past its last rung only if it is no worse there than the best trial that "
+    "trained every epoch was: the epochs go to new configs, not to finishing near-copies of the best",
+    brackets=BOHB_BRACKETS,
+    final_gate=True,
+)
 @register(
     "bohb-brackets",
     "bohb, each new trial first judged by ASHA at the first rung, or at a later one once the finished trials show the "

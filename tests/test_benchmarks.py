@@ -15,9 +15,9 @@ from conftest import REPO
 
 from studies.report.png import browser_path
 
-SECTIONS = ("efficiency", "search_quality", "anchors", "resume_anchors", "storage_scale", "trainers", "pareto")
+SECTIONS = ("efficiency", "search_quality", "default_search", "anchors", "resume_anchors", "storage_scale", "trainers", "pareto")
 CONTRACT = {"TITLE": r"^TITLE\b", "measure": r"^def measure\(", "table": r"^def table\(", "plots": r"^def plots\("}
-MUST_PLOT = ("efficiency", "search_quality")  # the issue asks for a plot of the efficiency and regret comparisons
+MUST_PLOT = ("efficiency", "search_quality", "default_search")  # the issue asks for a plot of the efficiency and regret comparisons
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # The smoke run takes about 3 minutes on 2 idle cores; the limits only stop a hung run on a busy machine.
 RUN_LIMIT_S = 900

@@ -243,22 +243,30 @@ def test_a_resumed_study_continues_from_what_is_stored(tmp_path, fraction):
     assert len(again.trials) == 15 and all(t.state == TrialState.COMPLETE for t in again.trials)
 
 
-def test_bohb_brackets_first_judges_new_trials_later_once_the_stored_ranking_is_shown_to_reverse(tmp_path, tune_here):
-    # A real `tune run` (local Ray, tiny Lightning models, SQLite). The tiny space's rungs are epochs 1, 2 and 4, so its
-    # brackets first judge at 1 or 2. The study is made by a first run, then given 20 finished trials whose epoch-1
-    # ranking reverses by epoch 4 (as a warm-up would make it): the next run must judge its new trials first at epoch 2.
+def tiny_study_given(tmp_path, tune_here, curves: list[dict[int, float]]) -> tuple[str, int]:
+    """A tiny-space study made by a real 2-trial `tune run`, then given a finished trial for each curve (COMPLETE where it
+    reaches the last epoch, 4, else PRUNED); its URL and how many trials it then holds."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", 2, "--seed", 0, cwd=tmp_path, check=True)
     study = optuna.load_study(study_name="tiny", storage=url)
     knobs = load_space(SPACES / "tiny.py").knobs
     distributions = {name: knobs[name].distribution() for name in ("model.hidden", "optimizer.lr")}
-    for n in range(20):
-        curve = {1: 0.1 + n / 100, 2: 0.4 - n / 100, 4: 0.3 - n / 100}
+    for n, curve in enumerate(curves):
+        last = max(curve)
         study.add_trial(create_trial(
-            state=TrialState.COMPLETE, value=curve[4], intermediate_values=curve, distributions=distributions,
-            params={"model.hidden": 2 + n, "optimizer.lr": 1e-3 * (1 + n)}, user_attrs={"epochs": 4},
+            state=TrialState.COMPLETE if last == 4 else TrialState.PRUNED, value=curve[last], intermediate_values=curve,
+            distributions=distributions, params={"model.hidden": 2 + n, "optimizer.lr": 1e-3 * (1 + n)},
+            user_attrs={"epochs": last},
         ))  # fmt: skip
-    before = len(study.trials)
+    return url, len(study.trials)
+
+
+def test_bohb_brackets_first_judges_new_trials_later_once_the_stored_ranking_is_shown_to_reverse(tmp_path, tune_here):
+    # A real `tune run` (local Ray, tiny Lightning models, SQLite). The tiny space's rungs are epochs 1, 2 and 4, so its
+    # brackets first judge at 1 or 2. The study is made by a first run, then given 20 finished trials whose epoch-1
+    # ranking reverses by epoch 4 (as a warm-up would make it): the next run must judge its new trials first at epoch 2.
+    reversing = [{1: 0.1 + n / 100, 2: 0.4 - n / 100, 4: 0.3 - n / 100} for n in range(20)]
+    url, before = tiny_study_given(tmp_path, tune_here, reversing)
     tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", before + 4, "--sampler", "bohb-brackets",
               "--seed", 0, cwd=tmp_path, check=True)  # fmt: skip
     new = optuna.load_study(study_name="tiny", storage=url).trials[before:]
@@ -266,3 +274,17 @@ def test_bohb_brackets_first_judges_new_trials_later_once_the_stored_ranking_is_
     assert [t.user_attrs[ATTR_FIRST_RUNG] for t in new] == [2] * 4
     assert all(max(t.intermediate_values) >= 2 for t in new), "a trial was judged at epoch 1, before its first rung"
     assert optuna.load_study(study_name="tiny", storage=url).user_attrs[STUDY_ASHA]["brackets"] == BOHB_BRACKETS
+
+
+def test_bohb_gated_trains_no_trial_past_the_last_rung_behind_the_best_finished_one_there(tmp_path, tune_here):
+    # A real `tune run`. The tiny space's rungs are epochs 1, 2 and 4 of 4, so the gate is epoch 2. The study is made by a
+    # first run, then given one finished trial far ahead of any real one at epoch 2 and 8 stopped ones far behind, so that
+    # ASHA's own bars (the medians at epochs 1 and 2) let every new trial through: only the gate can stop them at epoch 2.
+    best = {1: 9.0, 2: 1e-6, 4: 1e-6}
+    url, before = tiny_study_given(tmp_path, tune_here, [best, *({1: 9 + n / 10, 2: 9 + n / 10} for n in range(8))])
+    tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", before + 4, "--sampler", "bohb-gated",
+              "--seed", 0, cwd=tmp_path, check=True)  # fmt: skip
+    study = optuna.load_study(study_name="tiny", storage=url)
+    new = study.trials[before:]
+    assert [(t.state, max(t.intermediate_values)) for t in new] == [(TrialState.PRUNED, 2)] * 4, new
+    assert study.user_attrs[STUDY_ASHA]["final_gate"] is True

@@ -471,7 +471,7 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
             raise StudyError(f"--constrain {problem}")
     sampler_name = method_for(options.sampler, space.sampler, pareto)
     sampler = hold(make_sampler(sampler_name, space, options.sampler_settings()), options.held)
-    brackets = SAMPLERS[sampler_name].brackets
+    method = SAMPLERS[sampler_name]
     for option, count in (("--trials", options.trials), ("--max-epochs", options.max_epochs)):
         if count is not None and count < 1:  # 0 must not read as "not given" and fall back to the space's budget
             raise StudyError(f"{option} must be at least 1 (got {count})")
@@ -486,7 +486,7 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
     return CheckedOptions(
         sampler_name=sampler_name,
         sampler=sampler,
-        asha=space.asha(max_epochs, prune=options.prune, brackets=brackets),
+        asha=space.asha(max_epochs, prune=options.prune, brackets=method.brackets, final_gate=method.final_gate),
         resources=trial_resources(space, options),
         ray_storage=ray_storage_location(options.ray_storage),
         pareto=pareto,
