@@ -388,8 +388,10 @@ def plots(rows: list[dict]) -> dict:
     fractions = [(i + 1) / CURVE_POINTS for i in range(CURVE_POINTS)]
     for index_of_family, family in enumerate(families):
         panel_row, panel_column = (n + 1 for n in divmod(index_of_family, columns))
-        for index, (method, label) in enumerate(METHODS.items()):
+        for index, (method, label) in enumerate(METHODS.items()):  # a method keeps its colour in every section's plot
             runs = [row for row in rows if row["family"] == family and row["method"] == method]
+            if not runs:
+                continue
             medians = [_median([{"v": run["curve"][i]} for run in runs], "v") for i in range(CURVE_POINTS)]
             figure.add_trace(
                 go.Scatter(
@@ -424,6 +426,7 @@ PLOT_COLOURS = (
     "#8c6d31",
     "#637939",
     "#843c39",
+    "#e7969c",
 )
 
 
