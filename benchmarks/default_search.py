@@ -1,12 +1,12 @@
 """The default search, ``bohb-gated``, on the search-quality tasks, beside the previous default and the stock methods.
 
-``bohb-gated`` is ``bohb-brackets`` with one rule more in ASHA (:class:`studies.driver.rungs.StoredRungsASHA`): a trial
-trains past its last rung only if it is no worse there than the best trial that trained every epoch was. Everything
-here is the search-quality benchmark's (:mod:`benchmarks.search_quality`): its tasks, 20 seeds, budget, 4 workers, ASHA
-grace 1 / eta 3, simulated clock, table, targets and plots. A section of its own, with only the methods the issue's
-targets name and the previous default, so that a change of the default is measured in about half an hour rather than
-the search-quality section's hour and a half; runs are deterministic in (method, task, seed), so the rows of a method
-here and there agree.
+``bohb-gated`` is ``bohb-brackets`` with two rules more in ASHA (:class:`studies.driver.rungs.StoredRungsASHA`): a trial
+whose first two epochs repeat an earlier trial's exactly is stopped, and a trial trains past its last rung only if it is
+better there than the best trial that trained every epoch was. Everything here is the search-quality benchmark's
+(:mod:`benchmarks.search_quality`): its tasks, 20 seeds, budget, 4 workers, ASHA grace 1 / eta 3, simulated clock,
+table, targets and plots. A section of its own, with only the methods the issue's targets name and the previous default,
+so that a change of the default is measured in about half an hour rather than the search-quality section's hour and a
+half; runs are deterministic in (method, task, seed), so the rows of a method here and there agree.
 """
 
 from __future__ import annotations

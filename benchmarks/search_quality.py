@@ -25,8 +25,9 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``tune_<sampler>``: ``tune run --sampler <sampler>``'s decision path: ``studies.driver.bridge.OptunaBridge``
   over the sampler that ``studies.samplers`` builds, with the driver's ASHA (Ray's, with the brackets the method
   asks for: ``bohb-brackets`` first judges each new trial at the lowest of rungs 1, 3 and 9 not shown to mislead;
-  ``bohb-gated``, the default, also trains a trial past the last rung only if it is no worse there than the best
-  finished trial was); every stopped trial told to Optuna as PRUNED with its curve.
+  ``bohb-gated``, the default, also stops a trial whose first two epochs repeat an earlier trial's exactly, and trains a
+  trial past the last rung only if it is better there than the best finished trial was); every stopped trial told to
+  Optuna as PRUNED with its curve.
 - ``bohb_random_<share>``: the same path with another random share: none (the model alone) and BOHB's
   own third, against ``bohb``'s half: which part does the work, and how much random is enough.
 - ``bohb_no_rung_check``: the same path without ``bohb``'s check that a rung ranks as later epochs do.
@@ -182,7 +183,7 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int, s
         else:
             name = method[len("tune_") :]
             sampler = make_sampler(name, space, SamplerSettings(seed=seed))
-        asha = dataclasses.replace(asha, brackets=SAMPLERS[name].brackets, final_gate=SAMPLERS[name].final_gate)
+        asha = dataclasses.replace(asha, brackets=SAMPLERS[name].brackets, gated=SAMPLERS[name].gated)
         study = optuna.create_study(sampler=sampler, direction="minimize")
         # Each trial trains an epoch at least: the budget in epochs bounds the trials.
         bridge = OptunaBridge(study, space, max_epochs=problem.max_epochs, target=budget, first_rungs=asha.first_rungs)

@@ -58,7 +58,7 @@ class SearchMethod:
     build: Factory
     pareto: bool = False  # searches several objectives jointly (a Pareto study), not only the first
     brackets: int = 1  # ASHA's brackets the run gets: above 1, each new trial's first rung is chosen among them
-    final_gate: bool = False  # ASHA trains a trial past its last rung only if it may beat the best finished one
+    gated: bool = False  # ASHA stops trials that repeat an earlier one's curve or cannot beat the best finished one
 
 
 SAMPLERS: dict[str, SearchMethod] = {}
@@ -68,20 +68,21 @@ PARETO_SAMPLER = "tpe"
 
 
 def register(
-    name: str, summary: str, pareto: bool = False, brackets: int = 1, final_gate: bool = False
+    name: str, summary: str, pareto: bool = False, brackets: int = 1, gated: bool = False
 ) -> Callable[[Factory], Factory]:
     """Add a search method under ``name`` (a decorator of its factory); a name already taken is refused.
 
     ``pareto``: the sampler it builds searches a multi-objective study (Optuna's ``directions``) jointly.
     ``brackets``: above 1, ASHA runs that many brackets and the driver first judges each new trial at the lowest
     rung whose ranking is not shown to reverse later (:class:`studies.rung_tpe.FirstRungChoice`).
-    ``final_gate``: ASHA lets a trial past its last rung only if it is no worse there than the best trial that trained every
-    epoch was (:class:`studies.driver.rungs.StoredRungsASHA`)."""
+    ``gated``: ASHA stops a trial whose first two epochs repeat an earlier trial's exactly, and lets a trial past its last
+    rung only if it is better there than the best trial that trained every epoch was
+    (:class:`studies.driver.rungs.StoredRungsASHA`)."""
 
     def add(factory: Factory) -> Factory:
         if name in SAMPLERS and SAMPLERS[name].build is not factory:
             raise SamplerError(f"search method {name!r} is already registered; register yours under another name")
-        SAMPLERS[name] = SearchMethod(name, summary, factory, pareto, brackets, final_gate)
+        SAMPLERS[name] = SearchMethod(name, summary, factory, pareto, brackets, gated)
         return factory
 
     return add
@@ -140,10 +141,11 @@ BOHB_BRACKETS = 3
 
 @register(
     "bohb-gated",
-    "bohb-brackets, and ASHA trains a trial past its last rung only if it is no worse there than the best trial that "
-    "trained every epoch was: the epochs go to new configs, not to finishing near-copies of the best",
+    "bohb-brackets, and ASHA stops a trial whose first two epochs repeat an earlier trial's exactly, and trains a trial "
+    "past its last rung only if it is better there than the best trial that trained every epoch was: the epochs go to "
+    "new configs, not to copies of the best",
     brackets=BOHB_BRACKETS,
-    final_gate=True,
+    gated=True,
 )
 @register(
     "bohb-brackets",

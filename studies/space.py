@@ -192,8 +192,9 @@ class AshaSettings:
     grace_period: int
     reduction_factor: int
     brackets: int = 1  # ASHA's brackets (Ray's): how many rungs a new trial may be first judged at
-    # Past the last rung only a trial no worse there than the best fully trained one was (studies.driver.rungs).
-    final_gate: bool = False
+    # No trial repeating an earlier one's first epochs, past the last rung only one better there than the best fully
+    # trained one was (studies.driver.rungs).
+    gated: bool = False
 
     @property
     def rungs(self) -> list[int]:
@@ -287,12 +288,12 @@ class Space:
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
     def asha(
-        self, max_epochs: int | None = None, prune: bool = True, brackets: int = 1, final_gate: bool = False
+        self, max_epochs: int | None = None, prune: bool = True, brackets: int = 1, gated: bool = False
     ) -> AshaSettings:
         """ASHA's rungs for a run of ``max_epochs`` (default: the budget's); unpruned, the only rung is the last epoch."""
         max_epochs = max_epochs or self.budget.max_epochs
         grace = min(self.budget.grace_period, max_epochs) if prune else max_epochs
-        return AshaSettings(max_epochs, grace, self.budget.reduction_factor, brackets, final_gate)
+        return AshaSettings(max_epochs, grace, self.budget.reduction_factor, brackets, gated)
 
     def objective(self, name: str) -> Objective | None:
         return next((o for o in self.objectives if o.name == name), None)

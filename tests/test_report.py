@@ -99,7 +99,7 @@ def test_pareto_front_maximizes_where_asked():
 
 def test_learning_curves_show_every_trial_the_rungs_and_where_pruned_trials_stopped(study, sections):
     figure = sections["learning-curves"].figure
-    assert study.user_attrs["asha"] == {"max_epochs": 4, "grace_period": 1, "reduction_factor": 2, "brackets": 1, "final_gate": False}
+    assert study.user_attrs["asha"] == {"max_epochs": 4, "grace_period": 1, "reduction_factor": 2, "brackets": 1, "gated": False}
     assert [shape.x0 for shape in figure.layout.shapes] == [1, 2, 4]  # 1 × 2^k ≤ 4
     curves = [t for t in study.trials if t.intermediate_values]
     assert len(curves) == len(study.trials)

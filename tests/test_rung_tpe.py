@@ -287,4 +287,4 @@ def test_bohb_gated_trains_no_trial_past_the_last_rung_behind_the_best_finished_
     study = optuna.load_study(study_name="tiny", storage=url)
     new = study.trials[before:]
     assert [(t.state, max(t.intermediate_values)) for t in new] == [(TrialState.PRUNED, 2)] * 4, new
-    assert study.user_attrs[STUDY_ASHA]["final_gate"] is True
+    assert study.user_attrs[STUDY_ASHA]["gated"] is True

@@ -69,35 +69,62 @@ def test_a_trial_goes_to_the_bracket_whose_first_rung_the_bridge_chose():
     assert [report(asha, poor_2, epoch, 0.9) for epoch in (1, 2)] == [CONTINUE, STOP]
 
 
-@pytest.mark.parametrize("final_gate", [True, False])
-def test_past_the_last_rung_only_a_trial_no_worse_there_than_the_best_finished_one_was(final_gate):
+@pytest.mark.parametrize("gated", [True, False])
+def test_past_the_last_rung_only_a_trial_better_there_than_the_best_finished_one_was(gated):
     # 8 epochs, rungs 1, 2, 4: stored trial 0 trained all 8 (0.3 at rung 4, 0.2 at the end); three others stopped at rung 4
     # far behind, so ASHA's own bar there (the median) is lenient: 0.9.
     finished = {1: 0.5, 2: 0.4, 4: 0.3, 8: 0.2}
     curves = {0: finished, **{n: {1: 0.6, 2: 0.7, 4: 0.9 + n / 100} for n in (1, 2, 3)}}
-    settings = AshaSettings(max_epochs=8, grace_period=1, reduction_factor=2, final_gate=final_gate)
+    settings = AshaSettings(max_epochs=8, grace_period=1, reduction_factor=2, gated=gated)
     asha = stored_rungs_asha(settings, curves)
     assert asha.set_search_properties("val_loss", "min")
 
+    earlier = []
+
     def at_the_last_rung(name, value):
         trial = added(asha, name, name)
-        assert [report(asha, trial, epoch, 0.1) for epoch in (1, 2, 3)] == [CONTINUE] * 3
+        early = 0.1 + len(earlier) / 1000  # far ahead of the stored trials, and no repeat of another new trial's epochs
+        earlier.append(trial)
+        assert [report(asha, trial, epoch, early) for epoch in (1, 2, 3)] == [CONTINUE] * 3
         return trial, report(asha, trial, 4, value)
 
     behind, decision = at_the_last_rung("behind", 0.5)  # within ASHA's bar, behind the finished trial's 0.3 at rung 4
-    assert decision == (STOP if final_gate else CONTINUE)
+    assert decision == (STOP if gated else CONTINUE)
     leader, decision = at_the_last_rung("leader", 0.25)
     assert decision == CONTINUE
     assert [report(asha, leader, epoch, 0.15) for epoch in (5, 6, 7)] == [CONTINUE] * 3
     assert report(asha, leader, 8, 0.1) == STOP  # its last epoch: now the best finished trial, 0.25 at rung 4
     _, decision = at_the_last_rung("close", 0.28)  # ahead of the stored trial's 0.3 there, behind the new leader's 0.25
-    assert decision == (STOP if final_gate else CONTINUE)
+    assert decision == (STOP if gated else CONTINUE)
+    _, decision = at_the_last_rung("tie", 0.25)  # the new leader's value exactly: it cannot beat the recommended trial
+    assert decision == (STOP if gated else CONTINUE)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_a_trial_that_repeats_an_earlier_ones_first_two_epochs_exactly_is_stopped(tmp_path, gated):
+    # Stored: trial 0, its driver lost at epoch 3, and trial 1, stopped far behind: ASHA's own bars let the others through.
+    study = optuna.create_study(study_name="repeats", storage=open_storage(f"sqlite:///{tmp_path / 'repeats.db'}", create=True))
+    study.add_trial(create_trial(state=TrialState.RUNNING, intermediate_values={1: 0.5, 2: 0.4, 3: 0.35}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, value=0.9, intermediate_values={1: 0.9, 2: 0.9}))
+    asha = stored_rungs_asha(AshaSettings(8, 1, 2, gated=gated), stored_curves(study))
+    assert asha.set_search_properties("val_loss", "min")
+    repeated = STOP if gated else CONTINUE
+
+    def trained(name, number, curve):
+        trial = added(asha, name, number)
+        return [report(asha, trial, epoch, value) for epoch, value in enumerate(curve, start=1)]
+
+    assert trained("copy", 2, [0.5, 0.4]) == [CONTINUE, repeated]  # the stored trial's first two epochs
+    assert trained("first", 3, [0.45, 0.39, 0.3]) == [CONTINUE] * 3
+    assert trained("again", 4, [0.45, 0.39]) == [CONTINUE, repeated]  # a running trial's
+    assert trained("near", 5, [0.45, 0.38, 0.3]) == [CONTINUE] * 3  # the same first epoch only
+    assert trained("continued", 0, [0.5, 0.4, 0.35]) == [CONTINUE] * 3  # trial 0 trained again from its start
 
 
 def test_a_continued_trial_is_not_gated_again_at_the_last_rung_it_passed():
     # Trial 1 passed rung 4 (0.5, behind trial 0's 0.3 there) before its driver was lost at epoch 5; continued, it trains on.
     curves = {0: {1: 0.5, 2: 0.4, 4: 0.3, 8: 0.2}, 1: {1: 0.4, 2: 0.45, 4: 0.5, 5: 0.45}}
-    asha = stored_rungs_asha(AshaSettings(8, 1, 2, final_gate=True), curves)
+    asha = stored_rungs_asha(AshaSettings(8, 1, 2, gated=True), curves)
     assert asha.set_search_properties("val_loss", "min")
     continued = added(asha, "again", 1)
     assert [report(asha, continued, epoch, 0.5) for epoch in (4, 5, 6)] == [CONTINUE] * 3

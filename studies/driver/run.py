@@ -486,7 +486,7 @@ def check_options(space: Space, options: RunOptions) -> CheckedOptions:
     return CheckedOptions(
         sampler_name=sampler_name,
         sampler=sampler,
-        asha=space.asha(max_epochs, prune=options.prune, brackets=method.brackets, final_gate=method.final_gate),
+        asha=space.asha(max_epochs, prune=options.prune, brackets=method.brackets, gated=method.gated),
         resources=trial_resources(space, options),
         ray_storage=ray_storage_location(options.ray_storage),
         pareto=pareto,

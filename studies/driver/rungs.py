@@ -7,11 +7,18 @@ ones, and a continued trial, already recorded at the rungs it passed, is not jud
 With several brackets, Ray's ASHA draws each trial's bracket at random; here the bridge chose it (the trial config's
 ``first_rung``), and a continued trial keeps the one it had.
 
-With ``final_gate`` (the default search method's), the step from the last rung to the last epoch has a second bar: a
-trial goes on only if, at the last rung, it is no worse than the best trial that trained every epoch was there. Under
-asynchronous ASHA a search that improves keeps clearing the top-1/eta bar set by its earlier, worse trials, so most of
-its budget went to training near-equal configs to the end (19 of 30 trainings' worth on the search-quality benchmark);
-only a trial that may beat the recommended one needs its last epochs, and the epochs saved go to new configs.
+With ``gated`` (the default search method's), ASHA spends no epochs on trials that cannot tell anything new:
+
+- **The step from the last rung to the last epoch has a second bar**: a trial goes on only if, at the last rung, it is
+  better than the best trial that trained every epoch was there. Under asynchronous ASHA a search that improves keeps
+  clearing the top-1/eta bar set by its earlier, worse trials, so most of its budget went to training near-equal configs
+  to the end (19 of 30 trainings' worth on the search-quality benchmark); only a trial that may beat the recommended one
+  needs its last epochs, and the epochs saved go to new configs. A tie stops too: the recommendation holds that result.
+- **A trial whose first two epochs repeat an earlier trial's exactly is stopped**: training is deterministic in its
+  config and seed, so it would go on as that one did. Configs that differ only in a knob that changes nothing (flyvis's
+  ``use_tf32_matmul`` or ``train_step`` on a CPU) train to the same values; so do configs that a table of recorded
+  curves answers from the same row. On the search-quality benchmark's recorded curves a model-based search proposed
+  such copies of its leader over and over (36 of 195 trials in one run), each trained to the last rung it passed.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+# Two epochs, not one: a first epoch alone may coincide (an accuracy over a few hundred samples takes few values).
+REPEAT_EPOCHS = 2
+
+
 def _stored_key(number: int) -> str:
     return f"stored trial {number}"  # never a Ray trial id
 
@@ -51,15 +62,20 @@ def _stored_key(number: int) -> str:
 class StoredRungsASHA(ASHAScheduler):
     """Ray's ASHA, its rungs starting with the stored trials' values; a continued trial takes over its own.
 
-    ``final_gate``: past the last rung only a trial no worse there than the best trial that trained every epoch was."""
+    ``gated``: a trial repeating an earlier one's first two epochs is stopped, and past the last rung goes only a trial
+    better there than the best trial that trained every epoch was."""
 
-    def __init__(self, curves: Curves, final_gate: bool = False, **asha):
+    def __init__(self, curves: Curves, gated: bool = False, **asha):
         super().__init__(**asha)
         self._curves = curves
         below_last_epoch = [rung for rung, _ in self._brackets[0]._rungs if rung < self._max_t]
-        self._gate_rung = max(below_last_epoch) if final_gate and below_last_epoch else None
+        self._gate_rung = max(below_last_epoch) if gated and below_last_epoch else None
         self._at_gate: dict[str, float] = {}  # trial -> its value at the gate rung, signed as ASHA's (higher is better)
         self._best_finished: tuple[float, float | None] | None = None  # (last-epoch value, value at the gate), signed
+        self._gated = gated
+        self._opening: dict[str, tuple] = {}  # trial -> its first (epoch, value) results, up to REPEAT_EPOCHS of them
+        self._first_with: dict[tuple, str] = {}  # REPEAT_EPOCHS (epoch, value) results -> the trial that had them first
+        self._stored_openings: dict[str, tuple] = {}  # stored trial key -> its opening, for a continued trial to take back
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         accepted = super().set_search_properties(metric, mode, **spec)
@@ -70,6 +86,12 @@ class StoredRungsASHA(ASHAScheduler):
                         value = value_at_rung(curve, rung)
                         if value is not None:
                             recorded[_stored_key(number)] = self._metric_op * value
+            if self._gated:
+                for number, curve in self._curves.items():
+                    opening = tuple(sorted(curve.items())[:REPEAT_EPOCHS])
+                    if len(opening) == REPEAT_EPOCHS and all(math.isfinite(value) for _, value in opening):
+                        self._stored_openings[_stored_key(number)] = opening
+                        self._first_with.setdefault(opening, _stored_key(number))
             if self._gate_rung is not None:
                 for number, curve in self._curves.items():
                     gate_value = value_at_rung(curve, self._gate_rung)
@@ -81,7 +103,12 @@ class StoredRungsASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
-        if self._gate_rung is None or self._time_attr not in result or not _finite(result.get(self._metric)):
+        if not self._gated or self._time_attr not in result or not _finite(result.get(self._metric)):
+            return decision
+        if decision == self.CONTINUE and self._repeats(trial.trial_id, result[self._time_attr], result[self._metric]):
+            self._num_stopped += 1
+            return self.STOP
+        if self._gate_rung is None:
             return decision
         value = self._metric_op * result[self._metric]
         if result[self._time_attr] >= self._max_t:
@@ -89,10 +116,19 @@ class StoredRungsASHA(ASHAScheduler):
         elif result[self._time_attr] >= self._gate_rung and trial.trial_id not in self._at_gate:  # judged at the gate now
             self._at_gate[trial.trial_id] = value
             bar = self._best_finished[1] if self._best_finished else None
-            if decision == self.CONTINUE and bar is not None and value < bar:
+            if decision == self.CONTINUE and bar is not None and value <= bar:  # a tie cannot beat the recommended trial
                 self._num_stopped += 1
                 return self.STOP
         return decision
+
+    def _repeats(self, trial_id: str, epoch: int, value: float) -> bool:
+        """Whether the trial's first REPEAT_EPOCHS results, this one the last, are exactly an earlier trial's."""
+        opening = self._opening.get(trial_id, ())
+        if len(opening) >= REPEAT_EPOCHS:
+            return False
+        opening += ((epoch, value),)
+        self._opening[trial_id] = opening
+        return len(opening) == REPEAT_EPOCHS and self._first_with.setdefault(opening, trial_id) != trial_id
 
     def _finished(self, key: str, value: float) -> None:
         """A trial that trained every epoch: the new best one if its last value beats the best so far."""
@@ -112,11 +148,13 @@ class StoredRungsASHA(ASHAScheduler):
                     recorded[trial.trial_id] = recorded.pop(key)
         if key in self._at_gate:
             self._at_gate[trial.trial_id] = self._at_gate.pop(key)
+        if key in self._stored_openings:  # trained again from its start, it repeats its own first epochs
+            self._first_with[self._stored_openings.pop(key)] = trial.trial_id
 
 
 def stored_rungs_asha(asha: AshaSettings, curves: Curves, metric: str | None = None, mode: str | None = None) -> StoredRungsASHA:
     """The run's ASHA: its rungs and brackets as ``asha`` says, started with the stored ``curves``."""
     return StoredRungsASHA(
-        curves, final_gate=asha.final_gate, time_attr="epoch", metric=metric, mode=mode, max_t=asha.max_epochs,
+        curves, gated=asha.gated, time_attr="epoch", metric=metric, mode=mode, max_t=asha.max_epochs,
         grace_period=asha.grace_period, reduction_factor=asha.reduction_factor, brackets=len(asha.first_rungs),
     )  # fmt: skip
