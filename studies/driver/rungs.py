@@ -86,26 +86,27 @@ class StoredRungsASHA(ASHAScheduler):
                         value = value_at_rung(curve, rung)
                         if value is not None:
                             recorded[_stored_key(number)] = self._metric_op * value
-            if self._gated:
-                for number, curve in self._curves.items():
-                    opening = tuple(sorted(curve.items())[:REPEAT_EPOCHS])
-                    if len(opening) == REPEAT_EPOCHS and all(math.isfinite(value) for _, value in opening):
-                        self._stored_openings[_stored_key(number)] = opening
-                        self._first_with.setdefault(opening, _stored_key(number))
-            if self._gate_rung is not None:
-                for number, curve in self._curves.items():
+            for number, curve in self._curves.items() if self._gated else ():
+                key = _stored_key(number)
+                opening = tuple(sorted(curve.items())[:REPEAT_EPOCHS])
+                if len(opening) == REPEAT_EPOCHS and all(math.isfinite(value) for _, value in opening):
+                    self._stored_openings[key] = opening
+                    self._first_with.setdefault(opening, key)
+                if self._gate_rung is not None:
                     gate_value = value_at_rung(curve, self._gate_rung)
                     if gate_value is not None:
-                        self._at_gate[_stored_key(number)] = self._metric_op * gate_value
+                        self._at_gate[key] = self._metric_op * gate_value
                     if max(curve) >= self._max_t and math.isfinite(curve[max(curve)]):
-                        self._finished(_stored_key(number), self._metric_op * curve[max(curve)])
+                        self._finished(key, self._metric_op * curve[max(curve)])
         return accepted
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
         if not self._gated or self._time_attr not in result or not _finite(result.get(self._metric)):
             return decision
-        if decision == self.CONTINUE and self._repeats(trial.trial_id, result[self._time_attr], result[self._metric]):
+        # Every trial's opening is recorded, ASHA's stopped ones too: a later copy of those repeats them as well.
+        repeats = self._repeats(trial.trial_id, result[self._time_attr], result[self._metric])
+        if decision == self.CONTINUE and repeats:
             self._num_stopped += 1
             return self.STOP
         if self._gate_rung is None:
