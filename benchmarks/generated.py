@@ -42,6 +42,7 @@ from benchmarks.recorded import category_code, unit_coordinate
 from studies.space import Categorical, Float, Int, Knob
 
 TASKS = 8
+HELD_OUT_TASKS = 16  # tasks 8 to 23
 SAMPLES = 20_000  # random configs for the scale (median) and the starts of the refinement of the best
 REFINED_STARTS = 8  # per optimizer choice: the best random configs refined by L-BFGS-B
 OTHER_KNOBS = {  # what a trainer's knobs are like: their ranges and scales
@@ -189,4 +190,11 @@ def _refined(task: GeneratedTask, unit: np.ndarray, choice: int, finals: np.ndar
 def generated_problems(count: int = TASKS) -> dict[str, GeneratedTask]:
     """The first ``count`` generated tasks, by name; built once per process."""
     tasks = (generated_task(index) for index in range(count))
+    return {task.name: task for task in tasks}
+
+
+def held_out_problems(count: int = HELD_OUT_TASKS) -> dict[str, GeneratedTask]:
+    """``count`` tasks past the first TASKS, drawn the same way, as the family ``held-out``: the default search was chosen
+    without ever running on them (benchmarks/default_search.py)."""
+    tasks = (dataclasses.replace(generated_task(index), family="held-out") for index in range(TASKS, TASKS + count))
     return {task.name: task for task in tasks}

@@ -247,12 +247,16 @@ def run_one(method: str, problem: BenchmarkProblem, seed: int, budget_trainings:
     }
 
 
-def measure(smoke: bool = False, methods: tuple[str, ...] = tuple(METHODS)) -> list[dict]:
-    """Each of ``methods`` on every task with every seed; one row per run, two runs at a time (the machine's cores)."""
+def measure(
+    smoke: bool = False, methods: tuple[str, ...] = tuple(METHODS), tasks: list[BenchmarkProblem] | None = None
+) -> list[dict]:
+    """Each of ``methods`` on every task (default: :func:`problems`) with every seed; one row per run, two runs at a time
+    (the machine's cores)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     seeds = range(SMOKE_SEEDS if smoke else SEEDS)
     trainings = SMOKE_BUDGET_TRAININGS if smoke else BUDGET_TRAININGS
-    jobs = [(method, problem, seed, trainings) for problem in problems(smoke) for seed in seeds for method in methods]
+    tasks = problems(smoke) if tasks is None else tasks
+    jobs = [(method, problem, seed, trainings) for problem in tasks for seed in seeds for method in methods]
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         return run_all(pool, jobs)
 
@@ -308,10 +312,10 @@ def table(rows: list[dict]) -> str:
         "full trainings' worth of epochs; lower is better. Tasks: " + ", ".join(name for _, name in tasks) + ".",
         _targets(rows, families),
     ]
-    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n\n" + _paired(rows, families)
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n\n" + paired_table(rows, families)
 
 
-def _paired(rows: list[dict], families: list[str], reference_method: str = PAIRED_REFERENCE) -> str:
+def paired_table(rows: list[dict], families: list[str], reference_method: str = PAIRED_REFERENCE) -> str:
     """Each method against random + ASHA on the same task and seed: how often it ends better or worse, by how much on
     average; medians of a few dozen runs move with the seeds, pairs show how often one method beats the other."""
     reference = {(row["problem"], row["seed"]): row for row in rows if row["method"] == reference_method}

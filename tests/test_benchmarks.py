@@ -237,14 +237,14 @@ def test_pareto_runs_both_vesuvius_searches_and_scores_them_against_one_referenc
 
 
 def test_search_quality_pairs_each_method_with_random_asha_on_the_same_task_and_seed():
-    from benchmarks.search_quality import METHODS, PAIRED_REFERENCE, _paired
+    from benchmarks.search_quality import METHODS, PAIRED_REFERENCE, paired_table
 
     def row(method, seed, half, full):
         return {"family": "f", "problem": "p", "method": method, "seed": seed, "regret_0.5": half, "regret_1": full}
 
     rows = [row(PAIRED_REFERENCE, s, 0.5, 0.5) for s in range(3)]
     rows += [row("tune_bohb", 0, 0.25, 0.25), row("tune_bohb", 1, 0.6, 0.5), row("tune_bohb", 2, None, 0.75)]
-    lines = {line.split(" | ")[1]: line for line in _paired(rows, ["f"]).splitlines() if line.startswith("| f |")}
+    lines = {line.split(" | ")[1]: line for line in paired_table(rows, ["f"]).splitlines() if line.startswith("| f |")}
     # At 1/2: seed 0 better, seed 1 worse, seed 2 has no recommendation yet; at full: better, equal, worse. The intervals:
     # mean -/+ 1.645 sd / sqrt(n), with sd 0.2475 of (-0.25, +0.1) and 0.25 of (-0.25, 0, +0.25).
     half, full = "-0.075 (-0.363 to +0.213)", "+0.000 (-0.237 to +0.237)"

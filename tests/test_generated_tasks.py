@@ -7,7 +7,7 @@ import optuna
 import pytest
 from scipy.stats import spearmanr
 
-from benchmarks.generated import generated_problems, generated_task
+from benchmarks.generated import TASKS, generated_problems, generated_task, held_out_problems
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,12 @@ def test_the_same_index_gives_the_same_task_and_noise_is_fixed_by_seed(tasks):
     assert again.observed(params, 5, seed=1) == tasks["generated_3"].observed(params, 5, seed=1)
     assert again.observed(params, 5, seed=1) != again.observed(params, 5, seed=2)
     assert again.observed(params, 5, seed=1) != again.value(params, 5)
+
+
+def test_the_held_out_tasks_follow_the_first_ones_as_a_family_of_their_own(tasks):
+    held_out = held_out_problems(2)
+    assert list(held_out) == [f"generated_{index}" for index in (TASKS, TASKS + 1)] and not set(held_out) & set(tasks)
+    first = held_out[f"generated_{TASKS}"]
+    assert first.family == "held-out" and first.knobs == generated_task(TASKS).knobs
+    params = next(random_configs(first, 1, seed=0))
+    assert first.value(params, first.max_epochs) == generated_task(TASKS).value(params, first.max_epochs)
