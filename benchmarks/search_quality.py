@@ -405,7 +405,7 @@ def plots(rows: list[dict]) -> dict:
                 ),
                 row=panel_row, col=panel_column,
             )  # fmt: skip
-        bottom = panel_row == rows_of_panels
+        bottom = index_of_family + columns >= len(families)  # no panel below it
         figure.update_xaxes(title_text="fraction of the budget spent" if bottom else None, row=panel_row, col=panel_column)
         figure.update_yaxes(
             rangemode="tozero", title_text="median regret" if panel_column == 1 else None, row=panel_row, col=panel_column
