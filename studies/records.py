@@ -4,6 +4,7 @@ writes and every reader (`tune ls/show/best/export`, the report, the dashboard) 
 # Trial user attributes (the dashboard shows them as columns).
 ATTR_BASELINE = "baseline"
 ATTR_REASON = "fail_reason"
+REASON_DIVERGED = "diverged"  # a FAIL whose objective became non-finite: the config's doing, not a crash's
 ATTR_TRACEBACK = "traceback"
 ATTR_EPOCHS = "epochs"
 ATTR_TRAIN_SECONDS = "train_seconds"

@@ -34,11 +34,17 @@ Three additions, none in Optuna's TPE:
   numeric knob from a Gaussian of ``PRIOR_WIDTH`` of its range about the baseline's value, truncated to the range, each
   categorical the baseline's with ``PRIOR_KEEP`` chance. The baselines themselves still run first.
 
-A trial outside the study's constraints (``--constrain``) is never among the good ones, as in Optuna's TPE.
+A trial outside the study's constraints (``--constrain``) is never among the good ones, as in Optuna's TPE. Nor is a
+trial that diverged (FAIL, reason ``diverged``), which Optuna's TPE leaves out of both sets: here it is bad at every rung,
+and where it went past a rung before diverging it ranks last after that rung, so that the rung's check sees that its
+leaders did not last. Under ASHA the configs fastest at epoch 1 are often those that diverge later (a learning rate near
+its limit); left out, they never counted against the rung that promoted them. Counted, paired over 20 seeds on generated
+tasks 8 to 23: -0.046 regret at the full budget, and no change on the families without such divergence.
 
 :class:`FirstRungChoice` answers a scheduler's question from the same rankings: at which rung ASHA should first judge a
 new trial. Its brackets (several first rungs) judge new trials at the first rung until the finished trials show that
-rung's ranking reversed later, then at the next (``tune run --sampler bohb-brackets``, and the default ``bohb-gated``).
+rung's ranking reversed later, diverged trials included, then at the next (``tune run --sampler bohb-brackets``, and
+the default ``bohb-gated``).
 
 Everything else is Optuna's TPESampler (its estimators, candidates and acquisition); what is written
 here is only the choice of which trials are good and which are bad, which TPESampler does not let a
@@ -56,6 +62,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import warnings
 from typing import Any
@@ -67,6 +74,8 @@ from optuna.samplers import TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import kendalltau, truncnorm
+
+from studies.records import ATTR_REASON, REASON_DIVERGED
 
 # BOHB's defaults (Falkner et al. 2018, section 4 and its released code): the best 15 % of a budget's observations as
 # the good ones, a model once a budget has dimensions + 1 points. BOHB draws a third at random; half measured more robust
@@ -81,12 +90,14 @@ MAX_BAD = 300
 # needs 4 of them in the same order. 6 were also measured (a one-off run of the search-quality benchmark's four families):
 # a rung waits longer for its check, and at half the budget that was worse on three families, about equal on one.
 AGREEMENT_PAIRS = 4
-# A first rung is left for a later one only on evidence that it misleads: 8 trials past it whose order there and later is
-# opposed at a one-sided 10 % level. "Not shown to hold" (the model's check) moved early trials to sparse late brackets,
+# A first rung is left for a later one only on evidence that it misleads: 5 trials past it whose order there and later is
+# opposed at a one-sided 25 % level. "Not shown to hold" (the model's check) moved early trials to sparse late brackets,
 # which promote nearly every trial: on the search-quality benchmark's recorded curves, +0.020 regret against random + ASHA
-# where this rule measures +0.011 (both 2026-12-04).
-MISLEAD_TRIALS = 8
-MISLEAD_P = 0.1
+# where this rule measured +0.011 (both 2026-12-04). 5 at 25 % leaves a misleading rung sooner than 8 at 10 % did: paired
+# over 40 seeds, -0.012 regret at the full budget on generated tasks 0 to 7 and -0.011 on 8 to 23, at most +0.002 on the
+# other families; then on tasks 24 to 39, run once this rule was fixed, -0.024 (benchmarks/default_search.py).
+MISLEAD_TRIALS = 5
+MISLEAD_P = 0.25
 NEAR_COPY = 0.02  # of a knob's range (log range for a log knob): closer on every knob than this is the same config
 INCUMBENT_POINTS = 3  # PriorBand's incumbent: the leader of a rung that eta (3) trials reached
 # PriorBand's prior (NePS's "medium" confidence, rounded): a baseline's knob moves by a fifth of its range, a choice
@@ -261,11 +272,12 @@ class _RungScores:
 
     def __init__(self, sign: float):
         self.sign = sign  # 1 to minimise, -1 to maximise: ranks sort ascending
-        self.finished: set[int] = set()  # the COMPLETE and PRUNED trials read, with a curve or without
+        self.finished: set[int] = set()  # the COMPLETE, PRUNED and diverged trials read, with a curve or without
         self.settled = 0  # how many of the study's first trials are finished and read: none of them changes again
-        self.trials: dict[int, FrozenTrial] = {}  # the finished trials with a curve, which are ranked
-        self.numbers: list[int] = []  # the finished trials' numbers, ascending
-        self.reached: dict[int, int] = {}  # how many finished trials stopped at each last epoch
+        self.trials: dict[int, FrozenTrial] = {}  # the finished trials with a curve, and the diverged ones: these are ranked
+        self.diverged: dict[int, int] = {}  # a diverged trial's number -> the epoch its objective became non-finite
+        self.numbers: list[int] = []  # the ranked trials' numbers, ascending
+        self.reached: dict[int, int] = {}  # how many ranked trials stopped (or diverged) at each last epoch
         self.ranks: dict[int, list[tuple[float, int]]] = {}  # rung -> (score, number) of the trials that reached it, sorted
 
     def read(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -274,9 +286,9 @@ class _RungScores:
         for t in trials:
             if t.state == TrialState.RUNNING:
                 running.append(t)
-            elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.number not in self.finished:
+            elif t.number not in self.finished and (t.state in (TrialState.COMPLETE, TrialState.PRUNED) or _diverged(t)):
                 self.finished.add(t.number)
-                if t.intermediate_values:
+                if t.intermediate_values or _diverged(t):
                     self.add(t)
         return running
 
@@ -292,7 +304,9 @@ class _RungScores:
         return running
 
     def add(self, trial: FrozenTrial) -> None:
-        last = max(trial.intermediate_values)
+        last = self._reach(trial)
+        if _diverged(trial):
+            self.diverged[trial.number] = last
         self.trials[trial.number] = trial
         bisect.insort(self.numbers, trial.number)
         self.reached[last] = self.reached.get(last, 0) + 1
@@ -342,13 +356,15 @@ class _RungScores:
             went_past += self.reached[epoch]
             if went_past >= needed:
                 break
-        numbers = heapq.nlargest(MAX_BAD, (number for _, number in self.ranked_at(epoch)))
-        pairs = [(_value_at(self.trials[n], rung), _value_at(self.trials[n], epoch)) for n in numbers]
-        return went_past, [pair for pair in pairs if math.isfinite(pair[0]) and math.isfinite(pair[1])]
+        # A trial that went past the rung and diverged before ``epoch`` ranks there last: the rung had ranked it as trainable.
+        diverged_since = (n for n, at in self.diverged.items() if rung < at < epoch)
+        numbers = heapq.nlargest(MAX_BAD, itertools.chain((number for _, number in self.ranked_at(epoch)), diverged_since))
+        pairs = [(_value_at(self.trials[n], rung), self._value_or_worst(n, epoch)) for n in numbers]
+        return went_past, [pair for pair in pairs if math.isfinite(pair[0]) and not math.isnan(pair[1])]
 
     def ranked_at(self, rung: int) -> list[tuple[float, int]]:
         if rung not in self.ranks:
-            self.ranks[rung] = sorted(self._score(t, rung) for t in self.trials.values() if max(t.intermediate_values) >= rung)
+            self.ranks[rung] = sorted(self._score(t, rung) for t in self.trials.values() if self._reach(t) >= rung)
         return self.ranks[rung]
 
     def latest_besides(self, judged: set[int], room: int) -> list[FrozenTrial]:
@@ -362,10 +378,24 @@ class _RungScores:
         return latest[::-1]
 
     def _score(self, trial: FrozenTrial, rung: int) -> tuple[float, int]:
+        if trial.number in self.diverged:  # at any rung: its knobs lead to divergence, however well it started
+            return (math.inf, trial.number)
         value = _value_at(trial, rung)
         # A trial outside the study's constraints (Optuna's: a violation above 0) is never a good one.
         good_candidate = math.isfinite(value) and all(v <= 0 for v in trial.constraints.values())
         return (self.sign * value if good_candidate else math.inf, trial.number)
+
+    def _value_or_worst(self, number: int, epoch: int) -> float:
+        """The trial's value at ``epoch``; the worst there is once it diverged, at or before ``epoch``."""
+        if self.diverged.get(number, math.inf) <= epoch:
+            return self.sign * math.inf
+        return _value_at(self.trials[number], epoch)
+
+    @staticmethod
+    def _reach(trial: FrozenTrial) -> int:
+        """The last epoch the trial reported; a diverged trial's is the next, at which its objective became non-finite."""
+        last = max(trial.intermediate_values, default=0)
+        return last + 1 if _diverged(trial) else last
 
 
 def _unit(distribution: BaseDistribution, internal: Any) -> np.ndarray:
@@ -452,6 +482,10 @@ def _about(value: Any, distribution: BaseDistribution, rng: np.random.Generator)
     center = _unit(distribution, value)
     unit = truncnorm.rvs(-center / PRIOR_WIDTH, (1.0 - center) / PRIOR_WIDTH, loc=center, scale=PRIOR_WIDTH, random_state=rng)
     return distribution.to_external_repr(_from_unit(distribution, unit).item())
+
+
+def _diverged(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_REASON) == REASON_DIVERGED
 
 
 def _value_at(trial: FrozenTrial, epoch: int) -> float:

@@ -7,7 +7,7 @@ import optuna
 import pytest
 from scipy.stats import spearmanr
 
-from benchmarks.generated import TASKS, generated_problems, generated_task, held_out_problems
+from benchmarks.generated import HELD_OUT_TASKS, TASKS, generated_problems, generated_task, held_out_problems
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +64,12 @@ def test_the_same_index_gives_the_same_task_and_noise_is_fixed_by_seed(tasks):
     assert again.observed(params, 5, seed=1) != again.value(params, 5)
 
 
-def test_the_held_out_tasks_follow_the_first_ones_as_a_family_of_their_own(tasks):
-    held_out = held_out_problems(2)
-    assert list(held_out) == [f"generated_{index}" for index in (TASKS, TASKS + 1)] and not set(held_out) & set(tasks)
-    first = held_out[f"generated_{TASKS}"]
-    assert first.family == "held-out" and first.knobs == generated_task(TASKS).knobs
+def test_the_held_out_sets_follow_the_first_tasks_in_turn_each_a_family_of_its_own(tasks):
+    once_held_out, held_out = held_out_problems("once-held-out", 2), held_out_problems("held-out", 2)
+    assert list(once_held_out) == [f"generated_{index}" for index in (TASKS, TASKS + 1)]
+    assert list(held_out) == [f"generated_{index}" for index in (TASKS + HELD_OUT_TASKS, TASKS + HELD_OUT_TASKS + 1)]
+    assert not set(held_out) & set(tasks) and not set(once_held_out) & set(tasks)
+    first = held_out[f"generated_{TASKS + HELD_OUT_TASKS}"]
+    assert first.family == "held-out" and first.knobs == generated_task(TASKS + HELD_OUT_TASKS).knobs
     params = next(random_configs(first, 1, seed=0))
-    assert first.value(params, first.max_epochs) == generated_task(TASKS).value(params, first.max_epochs)
+    assert first.value(params, first.max_epochs) == generated_task(TASKS + HELD_OUT_TASKS).value(params, first.max_epochs)

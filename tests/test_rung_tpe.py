@@ -9,7 +9,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
-from studies.records import ATTR_FIRST_RUNG, STUDY_ASHA
+from studies.records import ATTR_FIRST_RUNG, ATTR_REASON, REASON_DIVERGED, STUDY_ASHA
 from studies.rung_tpe import MISLEAD_TRIALS, NEAR_COPY, FirstRungChoice, RungTPESampler
 from studies.samplers import BOHB_BRACKETS, SAMPLERS, SamplerSettings, make_sampler
 from studies.space import load_space
@@ -23,6 +23,13 @@ def stored(number: int, curve: dict[int, float], state: TrialState, x: float = 0
         value=curve[max(curve)] if state == TrialState.COMPLETE else None,
     )  # fmt: skip
     trial.number = number
+    return trial
+
+
+def diverged(number: int, curve: dict[int, float]) -> optuna.trial.FrozenTrial:
+    """As the bridge stores a trial whose objective became non-finite: FAIL, its finite epochs, the reason."""
+    trial = stored(number, curve, TrialState.FAIL)
+    trial.user_attrs[ATTR_REASON] = REASON_DIVERGED
     return trial
 
 
@@ -94,6 +101,27 @@ def test_a_new_trial_is_first_judged_at_the_first_rung_until_its_ranking_is_show
     assert first_rung([]) == 1
     assert first_rung([stored(n, {1: 0.1 * n}, TrialState.PRUNED) for n in range(5)]) == 1
 
+
+def test_a_trial_that_diverged_after_leading_at_a_rung_is_evidence_that_the_rung_misleads():
+    def first_rung(trials):
+        study = optuna.create_study()
+        study.add_trials(trials)
+        study.ask()
+        return FirstRungChoice(StudyDirection.MINIMIZE, [1, 3, 9]).for_new_trial(study)
+
+    # The leaders at epoch 1 went on and diverged at epoch 2; two slower ones trained all 9 epochs, in their epoch-1 order.
+    leaders = [diverged(n, {1: 0.1 + n / 100}) for n in range(MISLEAD_TRIALS)]
+    went_on = [stored(MISLEAD_TRIALS + n, {1: 0.3 + n / 100, 9: 0.5 + n / 100}, TrialState.COMPLETE) for n in range(2)]
+    stopped = [stored(MISLEAD_TRIALS + 2 + n, {1: 0.9 + n / 100}, TrialState.PRUNED) for n in range(6)]
+    assert first_rung(went_on + stopped) == 1  # too few went past epoch 1 to show anything
+    assert first_rung(leaders + went_on + stopped) == 3  # epoch 1 misleads; nothing went past epoch 3 and failed there
+    # Crashed for another reason, the same trials are no evidence: only a divergence is the config's doing.
+    crashed = [stored(t.number, t.intermediate_values, TrialState.FAIL) for t in leaders]
+    assert first_rung(crashed + went_on + stopped) == 1
+    # Nor is a diverged trial ever a good one, however well it started: the best at epoch 1 here are not.
+    sampler = RungTPESampler(seed=0, min_points=4, top_fraction=0.1, rung_check=False)
+    good, bad = sampler.split_at_rung(leaders + went_on + stopped, StudyDirection.MINIMIZE, dimensions=1)
+    assert [t.number for t in good] == [MISLEAD_TRIALS] and {t.number for t in leaders} <= {t.number for t in bad}
 
 def test_a_diverged_trial_is_never_good():
     trials = [stored(0, {1: math.nan}, TrialState.PRUNED), stored(1, {1: 0.4}, TrialState.PRUNED)]

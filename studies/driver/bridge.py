@@ -59,6 +59,7 @@ from studies.records import (
     ATTR_WORLD_SIZE,
     EPOCH_VALUES_PREFIX,
     METRIC_PREFIX,
+    REASON_DIVERGED,
     RESULT_DEVICE,
     RESULT_EPOCH,
     RESULT_EPOCH_SECONDS,
@@ -247,7 +248,7 @@ class OptunaBridge(Searcher):
         if unreported:
             self._fail(live, f"the trainer reported no {unreported[0]}", "", result)
         elif diverged:
-            self._fail(live, "diverged", f"{diverged[0]} became {result[diverged[0]]} at epoch {epochs}", result)
+            self._fail(live, REASON_DIVERGED, f"{diverged[0]} became {result[diverged[0]]} at epoch {epochs}", result)
         else:
             self._record(live, result, epochs)
             violations = [max(low - result[name], result[name] - high) for name, (low, high) in self.constraints.items()]
