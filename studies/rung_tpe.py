@@ -288,7 +288,7 @@ class _RungScores:
                 running.append(t)
             elif t.number not in self.finished and (t.state in (TrialState.COMPLETE, TrialState.PRUNED) or _diverged(t)):
                 self.finished.add(t.number)
-                if t.intermediate_values or _diverged(t):
+                if t.intermediate_values or t.state == TrialState.FAIL:
                     self.add(t)
         return running
 
@@ -304,9 +304,9 @@ class _RungScores:
         return running
 
     def add(self, trial: FrozenTrial) -> None:
+        if _diverged(trial):  # its objective became non-finite the epoch after the last one it reported
+            self.diverged[trial.number] = max(trial.intermediate_values, default=0) + 1
         last = self._reach(trial)
-        if _diverged(trial):
-            self.diverged[trial.number] = last
         self.trials[trial.number] = trial
         bisect.insort(self.numbers, trial.number)
         self.reached[last] = self.reached.get(last, 0) + 1
@@ -391,11 +391,9 @@ class _RungScores:
             return self.sign * math.inf
         return _value_at(self.trials[number], epoch)
 
-    @staticmethod
-    def _reach(trial: FrozenTrial) -> int:
+    def _reach(self, trial: FrozenTrial) -> int:
         """The last epoch the trial reported; a diverged trial's is the next, at which its objective became non-finite."""
-        last = max(trial.intermediate_values, default=0)
-        return last + 1 if _diverged(trial) else last
+        return self.diverged.get(trial.number) or max(trial.intermediate_values)
 
 
 def _unit(distribution: BaseDistribution, internal: Any) -> np.ndarray:

@@ -123,7 +123,8 @@ def test_a_trial_that_diverged_after_leading_at_a_rung_is_evidence_that_the_rung
     good, bad = sampler.split_at_rung(leaders + went_on + stopped, StudyDirection.MINIMIZE, dimensions=1)
     assert [t.number for t in good] == [MISLEAD_TRIALS] and {t.number for t in leaders} <= {t.number for t in bad}
 
-def test_a_diverged_trial_is_never_good():
+
+def test_a_trial_without_a_finite_value_at_the_rung_is_never_good():
     trials = [stored(0, {1: math.nan}, TrialState.PRUNED), stored(1, {1: 0.4}, TrialState.PRUNED)]
     good, bad = RungTPESampler(seed=0, min_points=1, top_fraction=1.0).split_at_rung(trials, StudyDirection.MINIMIZE, 1)
     assert [t.number for t in good] == [1] and [t.number for t in bad] == [0]
