@@ -304,12 +304,13 @@ def table(rows: list[dict]) -> str:
                     f"| {_cell(runs, 'regret_1')} | {statistics.median(r['trials'] for r in runs):g} "
                     f"| {statistics.median(r['full_budget_trials'] for r in runs):g} |"
                 )
-    tasks = sorted({(row["family"], row["problem"]) for row in rows})
+    tasks = {family: list(dict.fromkeys(row["problem"] for row in rows if row["family"] == family)) for family in families}
+    listed = "; ".join(f"{family}: {', '.join(names)}" for family, names in tasks.items())
     seeds = len({row["seed"] for row in rows})
     notes = [
-        f"Median (interquartile range) of regret over {len(tasks)} tasks x {seeds} seed(s), {WORKERS} workers, "
+        f"Median (interquartile range) of regret over {sum(map(len, tasks.values()))} tasks x {seeds} seed(s), {WORKERS} workers, "
         f"ASHA grace {GRACE_PERIOD} / eta {REDUCTION_FACTOR}, a budget of {rows[0]['epochs_budget'] // rows[0]['max_epochs'] if rows else 0} "
-        "full trainings' worth of epochs; lower is better. Tasks: " + ", ".join(name for _, name in tasks) + ".",
+        f"full trainings' worth of epochs; lower is better. Tasks: {listed}.",
         _targets(rows, families),
     ]
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n\n" + paired_table(rows, families)

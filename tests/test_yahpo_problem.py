@@ -9,11 +9,13 @@ import pytest
 from benchmarks.yahpo import (
     DATA_ENV,
     DEFAULT_TASKS,
+    HELD_OUT_TASKS,
     REFERENCE_SAMPLES,
     REFERENCE_SEED,
     Reference,
     YahpoDataError,
     YahpoXGBoost,
+    artefact_free,
     data_dir,
     yahpo_problems,
 )
@@ -50,6 +52,17 @@ def test_problems_have_the_shared_shape():
         assert (problem.name, problem.family, problem.max_epochs) == (name, "yahpo", 27)
     with pytest.raises(ValueError, match="no task_id"):
         YahpoXGBoost("999999")
+
+
+def test_the_held_out_tasks_are_other_data_sets_free_of_the_artefact():
+    assert len(set(HELD_OUT_TASKS)) == len(HELD_OUT_TASKS) and not set(HELD_OUT_TASKS) & set(DEFAULT_TASKS)
+    assert all(artefact_free(task) for task in HELD_OUT_TASKS)
+    assert not artefact_free("6")  # letter: dart with many rounds is predicted a logloss of 0
+    assert not artefact_free("60")  # waveform-5000: such a dart config at 0.035 where the best random one has 0.153
+    held_out = yahpo_problems(HELD_OUT_TASKS[:2], family="yahpo-held-out")
+    assert [(problem.task_id, problem.family) for problem in held_out.values()] == [
+        (task, "yahpo-held-out") for task in HELD_OUT_TASKS[:2]
+    ]
 
 
 def test_missing_data_is_one_clear_line(monkeypatch, tmp_path):
