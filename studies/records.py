@@ -5,6 +5,7 @@ writes and every reader (`tune ls/show/best/export`, the report, the dashboard) 
 ATTR_BASELINE = "baseline"
 ATTR_REASON = "fail_reason"
 REASON_DIVERGED = "diverged"  # a FAIL whose objective became non-finite: the config's doing, not a crash's
+ATTR_PRUNED_BY = "pruned_by"  # why ASHA stopped a PRUNED trial: the rung it fell short at, or which gated rule stopped it
 ATTR_TRACEBACK = "traceback"
 ATTR_EPOCHS = "epochs"
 ATTR_TRAIN_SECONDS = "train_seconds"

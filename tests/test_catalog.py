@@ -30,13 +30,13 @@ from studies.store.storage import StorageError, open_storage
 
 OBJECTIVES = [["val_loss", "minimize"], ["val_mae", "minimize"], ["acc", "maximize"]]
 LR = {"lr": FloatDistribution(1e-4, 1.0, log=True)}
-# number: state, epochs, train seconds, val_loss, val_mae, acc (None: not recorded), fail reason
+# number: state, epochs, train seconds, val_loss, val_mae, acc (None: not recorded), why it failed or was pruned
 TRIALS = [
     (TrialState.COMPLETE, 4, 8.0, 0.30, 0.20, 0.70, None),
-    (TrialState.PRUNED, 1, 2.0, 0.90, 0.60, 0.20, None),
+    (TrialState.PRUNED, 1, 2.0, 0.90, 0.60, 0.20, "ASHA: outside the best 1/3 at epoch 1"),
     (TrialState.COMPLETE, 4, 12.0, 0.10, 0.25, 0.60, None),
     (TrialState.FAIL, 2, 4.0, None, None, None, "RuntimeError: injected failure at epoch 2"),
-    (TrialState.PRUNED, 2, 5.0, 0.50, 0.40, 0.40, None),
+    (TrialState.PRUNED, 2, 5.0, 0.50, 0.40, 0.40, "its first 2 epochs repeat trial 1's exactly"),
     (TrialState.COMPLETE, 4, 10.0, 0.20, 0.15, 0.90, None),
     (TrialState.FAIL, 1, 1.0, math.nan, None, None, "diverged"),
 ]
@@ -45,7 +45,7 @@ TRIALS = [
 def add_trial(study, state, epochs, seconds, metrics, reason=None, number=0, extra=None, objective="val_loss"):
     user_attrs = {"epochs": epochs, "train_seconds": seconds, **{f"metric.{k}": v for k, v in metrics.items() if v is not None}}
     if reason:
-        user_attrs["fail_reason"] = reason
+        user_attrs["fail_reason" if state == TrialState.FAIL else "pruned_by"] = reason
     value = metrics.get(objective) if state == TrialState.COMPLETE else None
     curve = {e: 0.1 * (number + 1) + 1.0 / e for e in range(1, epochs + 1)} if state != TrialState.FAIL else {}
     study.add_trial(create_trial(
@@ -101,6 +101,9 @@ def test_trials_table_ranks_complete_best_first_then_pruned_by_epochs_then_faile
     assert list(table["val_loss"][:5]) == [0.10, 0.20, 0.30, 0.50, 0.90]
     assert list(table["fail_reason"][-2:]) == ["RuntimeError: injected failure at epoch 2", "diverged"]
     assert table["fail_reason"][:5].isna().all()
+    assert list(table["pruned_by"][3:5]) == ["its first 2 epochs repeat trial 1's exactly", "ASHA: outside the best 1/3 at epoch 1"]
+    assert table["pruned_by"].drop([3, 4]).isna().all()
+    assert set(table.columns[-2:]) == {"fail_reason", "pruned_by"}  # why a trial ended short, after its params
     assert list(table["baseline"]) == ["", "", "v1", "", "", "", ""]
     assert list(table["train_s"]) == [12.0, 10.0, 8.0, 5.0, 2.0, 4.0, 1.0]
     assert list(table.columns[:5]) == ["trial", "state", "baseline", "epochs", "train_s"]

@@ -40,6 +40,7 @@ def test_a_new_trial_is_judged_against_every_stored_trial_at_a_rung(scheduler):
     # Rung 1 holds 0.2, 0.3 and 0.9: the median, 0.3, is the bar.
     assert report(scheduler, added(scheduler, "new_a", 3), 1, 0.25) == CONTINUE
     assert report(scheduler, added(scheduler, "new_b", 4), 1, 0.5) == STOP
+    assert scheduler.stop_reasons == {"new_b": "ASHA: outside the best 1/2 at epoch 1"}  # what the bridge stores as pruned_by
 
 
 def test_a_continued_trial_is_not_judged_again_at_the_rungs_it_passed(scheduler):
@@ -98,6 +99,12 @@ def test_past_the_last_rung_only_a_trial_better_there_than_the_best_finished_one
     assert decision == (STOP if gated else CONTINUE)
     _, decision = at_the_last_rung("tie", 0.25)  # the new leader's value exactly: it cannot beat the recommended trial
     assert decision == (STOP if gated else CONTINUE)
+    gate_stops = {
+        "behind": "not better at epoch 4 than trial 0, the best that trained every epoch",
+        "close": "not better at epoch 4 than trial leader, the best that trained every epoch",
+        "tie": "not better at epoch 4 than trial leader, the best that trained every epoch",
+    }
+    assert asha.stop_reasons == (gate_stops if gated else {})
 
 
 @pytest.mark.parametrize("gated", [True, False])
@@ -119,6 +126,8 @@ def test_a_trial_that_repeats_an_earlier_ones_first_two_epochs_exactly_is_stoppe
     assert trained("again", 4, [0.45, 0.39]) == [CONTINUE, repeated]  # a running trial's
     assert trained("near", 5, [0.45, 0.38, 0.3]) == [CONTINUE] * 3  # the same first epoch only
     assert trained("continued", 0, [0.5, 0.4, 0.35]) == [CONTINUE] * 3  # trial 0 trained again from its start
+    repeats = {"copy": "its first 2 epochs repeat trial 0's exactly", "again": "its first 2 epochs repeat trial 3's exactly"}
+    assert asha.stop_reasons == (repeats if gated else {})
 
 
 def test_a_continued_trial_is_not_gated_again_at_the_last_rung_it_passed():

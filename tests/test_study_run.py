@@ -1,6 +1,7 @@
 """Real studies on a real local Ray: what the bridge writes into the Optuna storage."""
 
 import json
+import re
 
 import optuna
 import pytest
@@ -72,6 +73,13 @@ def test_asha_stopped_trials_are_pruned_with_their_curves(tiny_study):
         # Stopped only at an ASHA rung (grace 1, factor 2: epochs 1 and 2), with every epoch's value kept.
         assert epochs in (1, 2)
         assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
+        # Why, in the words of the rule that stopped it: ASHA's rung, or one of the default method's gated rules.
+        reasons = (
+            rf"ASHA: outside the best 1/2 at epoch {epochs}",
+            rf"not better at epoch {epochs} than trial \d+, the best that trained every epoch",
+            r"its first 2 epochs repeat trial \d+'s exactly",
+        )
+        assert any(re.fullmatch(reason, trial.user_attrs["pruned_by"]) for reason in reasons), trial.user_attrs["pruned_by"]
 
 
 def test_every_trial_records_provenance(tiny_study):

@@ -9,7 +9,7 @@ with its last low-epoch value, which poisons the sampler and every later questio
   seconds so far, and the path of the epoch's checkpoint;
 - a trial that trained ``max_epochs``: COMPLETE with its final first-objective value (every objective's
   in a Pareto study), and its best epoch's weights (by the first objective) as an Optuna artifact;
-- a trial ASHA stopped earlier: PRUNED, with the epoch it reached;
+- a trial ASHA stopped earlier: PRUNED, with the epoch it reached and why it was stopped (``pruned_by``);
 - a COMPLETE or PRUNED trial of a constrained study: how far its final metrics lie outside each range,
   as Optuna's ``constraints`` (what every sampler, ``best_trials`` and the dashboard read);
 - a trial that raised: FAIL with the error's last line, the traceback kept;
@@ -51,6 +51,7 @@ from studies.records import (
     ATTR_EPOCHS,
     ATTR_FIRST_RUNG,
     ATTR_GPU_IDS,
+    ATTR_PRUNED_BY,
     ATTR_REASON,
     ATTR_SPACE_SHA,
     ATTR_TRACEBACK,
@@ -164,6 +165,7 @@ class OptunaBridge(Searcher):
         self.artifacts = artifacts  # where each COMPLETE trial's best-epoch weights go; None: nowhere
         # ASHA's brackets' first rungs: with more than one, each new trial's is chosen here (StoredRungsASHA reads it).
         self.first_rung_choice = FirstRungChoice(study.direction, first_rungs) if len(first_rungs or []) > 1 else None
+        self.stop_reasons: dict[str, str] = {}  # Ray trial id -> why the scheduler stopped it short (StoredRungsASHA writes it)
 
     # -- Ray's Searcher interface ------------------------------------------------------------
 
@@ -234,6 +236,7 @@ class OptunaBridge(Searcher):
         if live is None:
             return
         self.counts.running -= 1
+        stopped_because = self.stop_reasons.pop(trial_id, None)
         if result:
             # Ray skips on_trial_result for the result on which the scheduler stops a trial.
             self._absorb(live, result)
@@ -250,7 +253,7 @@ class OptunaBridge(Searcher):
         elif diverged:
             self._fail(live, REASON_DIVERGED, f"{diverged[0]} became {result[diverged[0]]} at epoch {epochs}", result)
         else:
-            self._record(live, result, epochs)
+            self._record(live, result, epochs, stopped_because if epochs < self.max_epochs else None)
             violations = [max(low - result[name], result[name] - high) for name, (low, high) in self.constraints.items()]
             if violations:  # what Optuna's constraints_func would store, for every search method
                 live.trial.storage.set_trial_system_attr(live.trial._trial_id, _CONSTRAINTS_KEY, violations)
@@ -360,12 +363,14 @@ class OptunaBridge(Searcher):
         else:
             storage.set_trial_intermediate_value(trial_id, epoch, math.nan if values[0] is None else float(values[0]))
 
-    def _record(self, live: _Running, result: Mapping[str, Any], epochs: int) -> None:
+    def _record(self, live: _Running, result: Mapping[str, Any], epochs: int, pruned_by: str | None = None) -> None:
         for epoch in sorted(live.superseded):  # the stored curve is the attempt's that ran last: no value where it did not reach
             self._store_epoch(live, epoch, {})
         live.superseded.clear()
         metrics = model_metrics(result)
         attrs: dict[str, Any] = {f"{METRIC_PREFIX}{name}": value for name, value in metrics.items()}
+        if pruned_by:
+            attrs[ATTR_PRUNED_BY] = pruned_by
         attrs.update(
             {
                 ATTR_EPOCHS: epochs,

@@ -599,7 +599,7 @@ def build_tuner(plan: StudyPlan, bridge: OptunaBridge, options: RunOptions, tria
 
     _start_ray(options)
     asha, resources, study = plan.asha, plan.resources, plan.study
-    scheduler = stored_rungs_asha(asha, stored_curves(study))
+    scheduler = stored_rungs_asha(asha, stored_curves(study), stop_reasons=bridge.stop_reasons)
     concurrency = _concurrency(resources)  # before the live view starts, so that a refusal is one line
     plan.trackers.prepare()
     live_view = LiveView(plan.counts, plan.target, bridge.metric)

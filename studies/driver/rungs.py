@@ -65,13 +65,17 @@ class StoredRungsASHA(ASHAScheduler):
     ``gated``: a trial repeating an earlier one's first two epochs is stopped, and past the last rung goes only a trial
     better there than the best trial that trained every epoch was."""
 
-    def __init__(self, curves: Curves, gated: bool = False, **asha):
+    def __init__(self, curves: Curves, gated: bool = False, stop_reasons: dict[str, str] | None = None, **asha):
         super().__init__(**asha)
         self._curves = curves
+        # Ray trial id -> why it was stopped short of its last epoch: the bridge stores it on the PRUNED trial.
+        self.stop_reasons = {} if stop_reasons is None else stop_reasons
+        self._numbers: dict[str, int] = {}  # trial key (a Ray trial id, or a stored trial's) -> its Optuna trial number
         below_last_epoch = [rung for rung, _ in self._brackets[0]._rungs if rung < self._max_t]
         self._gate_rung = max(below_last_epoch) if gated and below_last_epoch else None
         self._at_gate: dict[str, float] = {}  # trial -> its value at the gate rung, signed as ASHA's (higher is better)
-        self._best_finished: tuple[float, float | None] | None = None  # (last-epoch value, value at the gate), signed
+        # (last-epoch value, value at the gate, the trial's key) of the best finished trial, values signed
+        self._best_finished: tuple[float, float | None, str] | None = None
         self._gated = gated
         self._opening: dict[str, tuple] = {}  # trial -> its first (epoch, value) results, up to REPEAT_EPOCHS of them
         self._first_with: dict[tuple, str] = {}  # REPEAT_EPOCHS (epoch, value) results -> the trial that had them first
@@ -80,6 +84,7 @@ class StoredRungsASHA(ASHAScheduler):
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         accepted = super().set_search_properties(metric, mode, **spec)
         if accepted:  # only now is the sign known by which ASHA compares values
+            self._numbers.update({_stored_key(number): number for number in self._curves})
             for bracket in self._brackets:
                 for rung, recorded in bracket._rungs:
                     for number, curve in self._curves.items():
@@ -101,40 +106,56 @@ class StoredRungsASHA(ASHAScheduler):
         return accepted
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)
+        decision = self._judged(trial.trial_id, result, super().on_trial_result(tune_controller, trial, result))
+        epoch = result.get(self._time_attr)
+        if decision == self.STOP and trial.trial_id not in self.stop_reasons and epoch is not None and epoch < self._max_t:
+            self.stop_reasons[trial.trial_id] = f"ASHA: outside the best 1/{self._reduction_factor:g} at epoch {epoch:g}"
+        return decision
+
+    def _judged(self, trial_id: str, result: dict, decision: str) -> str:
+        """ASHA's ``decision`` on the trial's ``result``, or STOP where a gated rule stops it (its reason recorded)."""
         if not self._gated or self._time_attr not in result or not _finite(result.get(self._metric)):
             return decision
+        epoch = result[self._time_attr]
         # Every trial's opening is recorded, ASHA's stopped ones too: a later copy of those repeats them as well.
-        repeats = self._repeats(trial.trial_id, result[self._time_attr], result[self._metric])
-        if decision == self.CONTINUE and repeats:
-            self._num_stopped += 1
-            return self.STOP
+        repeated = self._repeated(trial_id, epoch, result[self._metric])
+        if decision == self.CONTINUE and repeated is not None:
+            return self._stop(trial_id, f"its first {REPEAT_EPOCHS} epochs repeat trial {self._numbers.get(repeated)}'s exactly")
         if self._gate_rung is None:
             return decision
         value = self._metric_op * result[self._metric]
-        if result[self._time_attr] >= self._max_t:
-            self._finished(trial.trial_id, value)
-        elif result[self._time_attr] >= self._gate_rung and trial.trial_id not in self._at_gate:  # judged at the gate now
-            self._at_gate[trial.trial_id] = value
-            bar = self._best_finished[1] if self._best_finished else None
-            if decision == self.CONTINUE and bar is not None and value <= bar:  # a tie cannot beat the recommended trial
-                self._num_stopped += 1
-                return self.STOP
+        if epoch >= self._max_t:
+            self._finished(trial_id, value)
+        elif epoch >= self._gate_rung and trial_id not in self._at_gate:  # judged at the gate now
+            self._at_gate[trial_id] = value
+            best = self._best_finished
+            if decision == self.CONTINUE and best is not None and best[1] is not None and value <= best[1]:
+                leader = self._numbers.get(best[2])  # a tie cannot beat the recommended trial either
+                reason = f"not better at epoch {epoch:g} than trial {leader}, the best that trained every epoch"
+                return self._stop(trial_id, reason)
         return decision
 
-    def _repeats(self, trial_id: str, epoch: int, value: float) -> bool:
-        """Whether the trial's first REPEAT_EPOCHS results, this one the last, are exactly an earlier trial's."""
+    def _stop(self, trial_id: str, reason: str) -> str:
+        self._num_stopped += 1
+        self.stop_reasons[trial_id] = reason
+        return self.STOP
+
+    def _repeated(self, trial_id: str, epoch: int, value: float) -> str | None:
+        """The earlier trial whose first REPEAT_EPOCHS results the trial's, this one the last, repeat exactly; else None."""
         opening = self._opening.get(trial_id, ())
         if len(opening) >= REPEAT_EPOCHS:
-            return False
+            return None
         opening += ((epoch, value),)
         self._opening[trial_id] = opening
-        return len(opening) == REPEAT_EPOCHS and self._first_with.setdefault(opening, trial_id) != trial_id
+        if len(opening) < REPEAT_EPOCHS:
+            return None
+        first = self._first_with.setdefault(opening, trial_id)
+        return first if first != trial_id else None
 
     def _finished(self, key: str, value: float) -> None:
         """A trial that trained every epoch: the new best one if its last value beats the best so far."""
         if self._best_finished is None or value > self._best_finished[0]:
-            self._best_finished = (value, self._at_gate.get(key))
+            self._best_finished = (value, self._at_gate.get(key), key)
 
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
@@ -142,6 +163,7 @@ class StoredRungsASHA(ASHAScheduler):
         chosen = [bracket for bracket in self._brackets if bracket._rungs[-1][0] == first_rung]
         if chosen:  # the bridge's choice, not Ray's random draw
             self._trial_info[trial.trial_id] = chosen[0]
+        self._numbers[trial.trial_id] = trial.config.get("optuna_trial")
         key = _stored_key(trial.config.get("optuna_trial"))
         for bracket in self._brackets:
             for _, recorded in bracket._rungs:
@@ -153,9 +175,16 @@ class StoredRungsASHA(ASHAScheduler):
             self._first_with[self._stored_openings.pop(key)] = trial.trial_id
 
 
-def stored_rungs_asha(asha: AshaSettings, curves: Curves, metric: str | None = None, mode: str | None = None) -> StoredRungsASHA:
-    """The run's ASHA: its rungs and brackets as ``asha`` says, started with the stored ``curves``."""
+def stored_rungs_asha(
+    asha: AshaSettings,
+    curves: Curves,
+    metric: str | None = None,
+    mode: str | None = None,
+    stop_reasons: dict[str, str] | None = None,
+) -> StoredRungsASHA:
+    """The run's ASHA: its rungs and brackets as ``asha`` says, started with the stored ``curves``; why it stopped each trial
+    short goes to ``stop_reasons`` (by Ray trial id)."""
     return StoredRungsASHA(
-        curves, gated=asha.gated, time_attr="epoch", metric=metric, mode=mode, max_t=asha.max_epochs,
+        curves, gated=asha.gated, stop_reasons=stop_reasons, time_attr="epoch", metric=metric, mode=mode, max_t=asha.max_epochs,
         grace_period=asha.grace_period, reduction_factor=asha.reduction_factor, brackets=len(asha.first_rungs),
     )  # fmt: skip

@@ -19,6 +19,7 @@ from studies.errors import UserInputError
 from studies.records import (
     ATTR_BASELINE,
     ATTR_EPOCHS,
+    ATTR_PRUNED_BY,
     ATTR_REASON,
     ATTR_SPACE_SHA,
     ATTR_TRAIN_SECONDS,
@@ -246,14 +247,17 @@ def trial_record(trial: FrozenTrial) -> dict:
         record["feasible"] = feasible(trial)
     if trial.state == TrialState.FAIL:
         record["fail_reason"] = trial.user_attrs.get(ATTR_REASON, "")
+    if trial.state == TrialState.PRUNED and ATTR_PRUNED_BY in trial.user_attrs:
+        record["pruned_by"] = trial.user_attrs[ATTR_PRUNED_BY]
     return record
 
 
 def trial_row(trial: FrozenTrial) -> dict:
-    """One trial as a row of :func:`trials_table`: its record with the metrics and params as columns."""
+    """One trial as a row of :func:`trials_table`: its record with the metrics and params as columns, why it ended last."""
     record = trial_record(trial)
-    metrics, params, reason = record.pop("metrics"), record.pop("params"), record.pop("fail_reason", None)
-    return {**record, **metrics, **params, **({"fail_reason": reason} if reason is not None else {})}
+    metrics, params = record.pop("metrics"), record.pop("params")
+    why = {name: record.pop(name) for name in ("fail_reason", "pruned_by") if name in record}
+    return {**record, **metrics, **params, **why}
 
 
 IMPORTANCE_TRIALS = 1000  # the latest COMPLETE trials that judge which params matter: `tune show` costs the same at any size
