@@ -174,8 +174,8 @@ def table(rows: list[dict], anchors: tuple[str, ...] = ANCHORS) -> str:
     note = (
         f"Median (interquartile range) of regret over {tasks} tasks x {seeds} seed(s), as in the search-quality section "
         "(the default's and random + ASHA's rows here are those runs again). Paired: runs ending better / worse, and the "
-        "mean difference in regret (below 0: the anchor is better) with its 90 % interval; an interval that spans 0 is "
-        "no measured difference."
+        "mean difference in regret (below 0: the anchor is better) with its 90 % interval over the seeds, as there; an "
+        "interval that spans 0 is no measured difference."
     )
     return "\n".join(lines) + "\n\n" + note
 

@@ -322,7 +322,9 @@ def paired_table(rows: list[dict], families: list[str], reference_method: str = 
     reference = {(row["problem"], row["seed"]): row for row in rows if row["method"] == reference_method}
     lines = [
         f"Paired with {METHODS[reference_method]} on the same task and seed: runs ending better / worse, and the mean "
-        "difference in regret (below 0: better) with its 90 % interval; an interval that spans 0 is no measured difference.",
+        "difference in regret (below 0: better) with its 90 % interval over the seeds (Student's t on each seed's mean "
+        "over the family's tasks: a seed's runs share their random draws); an interval that spans 0 is no measured "
+        "difference.",
         "",
         "| family | method | at 1/2 budget | at full budget |",
         "|---|---|---|---|",
@@ -341,17 +343,23 @@ def paired_table(rows: list[dict], families: list[str], reference_method: str = 
 
 
 def _paired_cell(pairs: list[tuple[dict, dict]], key: str) -> str:
-    both = [(ours[key], theirs[key]) for ours, theirs in pairs if ours[key] is not None and theirs[key] is not None]
+    both = [(ours, theirs) for ours, theirs in pairs if ours[key] is not None and theirs[key] is not None]
     if not both:
         return "-"
-    better = sum(a < b for a, b in both)
-    worse = sum(a > b for a, b in both)
-    differences = [a - b for a, b in both]
-    mean = statistics.mean(differences)
-    if len(differences) < 2:
+    better = sum(ours[key] < theirs[key] for ours, theirs in both)
+    worse = sum(ours[key] > theirs[key] for ours, theirs in both)
+    # One mean difference per seed, over the family's tasks: a seed draws the same random configs on every task that has
+    # the same space (the YAHPO data sets all do), so its runs are not independent evidence; the seeds are.
+    by_seed: dict[int, list[float]] = {}
+    for ours, theirs in both:
+        by_seed.setdefault(ours["seed"], []).append(ours[key] - theirs[key])
+    seed_means = [statistics.mean(differences) for differences in by_seed.values()]
+    mean = statistics.mean(seed_means)
+    if len(seed_means) < 2:
         return f"{better} / {worse}, {mean:+.3f}"
-    # A normal interval on the mean: a family has 40 to 160 pairs, enough for it, and it draws nothing at random.
-    half_width = 1.645 * statistics.stdev(differences) / len(differences) ** 0.5
+    from scipy.stats import t
+
+    half_width = t.ppf(0.95, len(seed_means) - 1) * statistics.stdev(seed_means) / len(seed_means) ** 0.5
     return f"{better} / {worse}, {mean:+.3f} ({mean - half_width:+.3f} to {mean + half_width:+.3f})"
 
 

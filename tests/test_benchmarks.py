@@ -242,14 +242,21 @@ def test_search_quality_pairs_each_method_with_random_asha_on_the_same_task_and_
     def row(method, seed, half, full):
         return {"family": "f", "problem": "p", "method": method, "seed": seed, "regret_0.5": half, "regret_1": full}
 
+    def cells(rows):
+        lines = {line.split(" | ")[1]: line for line in paired_table(rows, ["f"]).splitlines() if line.startswith("| f |")}
+        assert METHODS[PAIRED_REFERENCE] not in lines  # not paired with itself
+        return lines[METHODS["tune_bohb"]]
+
     rows = [row(PAIRED_REFERENCE, s, 0.5, 0.5) for s in range(3)]
     rows += [row("tune_bohb", 0, 0.25, 0.25), row("tune_bohb", 1, 0.6, 0.5), row("tune_bohb", 2, None, 0.75)]
-    lines = {line.split(" | ")[1]: line for line in paired_table(rows, ["f"]).splitlines() if line.startswith("| f |")}
     # At 1/2: seed 0 better, seed 1 worse, seed 2 has no recommendation yet; at full: better, equal, worse. The intervals:
-    # mean -/+ 1.645 sd / sqrt(n), with sd 0.2475 of (-0.25, +0.1) and 0.25 of (-0.25, 0, +0.25).
-    half, full = "-0.075 (-0.363 to +0.213)", "+0.000 (-0.237 to +0.237)"
-    assert lines[METHODS["tune_bohb"]] == f"| f | {METHODS['tune_bohb']} | 1 / 1, {half} | 1 / 1, {full} |"
-    assert METHODS[PAIRED_REFERENCE] not in lines  # not paired with itself
+    # mean -/+ t(0.95, seeds - 1) sd / sqrt(seeds), with sd 0.2475 of (-0.25, +0.1) and 0.25 of (-0.25, 0, +0.25).
+    half, full = "-0.075 (-1.180 to +1.030)", "+0.000 (-0.421 to +0.421)"
+    assert cells(rows) == f"| f | {METHODS['tune_bohb']} | 1 / 1, {half} | 1 / 1, {full} |"
+    # A second task on which each seed's runs differ as on the first (as a seed's shared random draws make them) doubles
+    # the runs, not the evidence: the interval is over the 3 seeds' means, as before.
+    rows += [{**r, "problem": "q"} for r in rows]
+    assert cells(rows) == f"| f | {METHODS['tune_bohb']} | 2 / 2, {half} | 2 / 2, {full} |"
 
 
 def test_search_quality_refuses_a_method_it_does_not_know():
