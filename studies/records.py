@@ -5,7 +5,10 @@ writes and every reader (`tune ls/show/best/export`, the report, the dashboard) 
 ATTR_BASELINE = "baseline"
 ATTR_REASON = "fail_reason"
 REASON_DIVERGED = "diverged"  # a FAIL whose objective became non-finite: the config's doing, not a crash's
-ATTR_PRUNED_BY = "pruned_by"  # why ASHA stopped a PRUNED trial: the rung it fell short at, or which gated rule stopped it
+ATTR_PRUNED_BY = "pruned_by"  # why a PRUNED trial was stopped: "RULE: what it showed", one of the rules below
+PRUNED_BY_ASHA = "ASHA"  # outside ASHA's top 1/reduction_factor at a rung
+PRUNED_BY_REPEAT = "repeat"  # bohb-gated: its first epochs are an earlier trial's exactly
+PRUNED_BY_GATE = "gate"  # bohb-gated: at the last rung, not better than the best trial that trained every epoch was there
 ATTR_TRACEBACK = "traceback"
 ATTR_EPOCHS = "epochs"
 ATTR_TRAIN_SECONDS = "train_seconds"

@@ -36,7 +36,7 @@ TRIALS = [
     (TrialState.PRUNED, 1, 2.0, 0.90, 0.60, 0.20, "ASHA: outside the best 1/3 at epoch 1"),
     (TrialState.COMPLETE, 4, 12.0, 0.10, 0.25, 0.60, None),
     (TrialState.FAIL, 2, 4.0, None, None, None, "RuntimeError: injected failure at epoch 2"),
-    (TrialState.PRUNED, 2, 5.0, 0.50, 0.40, 0.40, "its first 2 epochs repeat trial 1's exactly"),
+    (TrialState.PRUNED, 2, 5.0, 0.50, 0.40, 0.40, "repeat: its first 2 epochs are trial 1's exactly"),
     (TrialState.COMPLETE, 4, 10.0, 0.20, 0.15, 0.90, None),
     (TrialState.FAIL, 1, 1.0, math.nan, None, None, "diverged"),
 ]
@@ -101,7 +101,7 @@ def test_trials_table_ranks_complete_best_first_then_pruned_by_epochs_then_faile
     assert list(table["val_loss"][:5]) == [0.10, 0.20, 0.30, 0.50, 0.90]
     assert list(table["fail_reason"][-2:]) == ["RuntimeError: injected failure at epoch 2", "diverged"]
     assert table["fail_reason"][:5].isna().all()
-    assert list(table["pruned_by"][3:5]) == ["its first 2 epochs repeat trial 1's exactly", "ASHA: outside the best 1/3 at epoch 1"]
+    assert list(table["pruned_by"][3:5]) == ["repeat: its first 2 epochs are trial 1's exactly", "ASHA: outside the best 1/3 at epoch 1"]
     assert table["pruned_by"].drop([3, 4]).isna().all()
     assert set(table.columns[-2:]) == {"fail_reason", "pruned_by"}  # why a trial ended short, after its params
     assert list(table["baseline"]) == ["", "", "v1", "", "", "", ""]
@@ -284,6 +284,9 @@ def test_compute_summary_counts_what_was_spent_and_what_pruning_saved(study):
     assert (unpruned.saved_epochs, unpruned.saved_seconds) == (3 + 2, pytest.approx(3 * 2.0 + 2 * 2.5))
     longer = compute_summary(study, AshaSettings(max_epochs=8, grace_period=1, reduction_factor=2))
     assert (longer.saved_epochs, longer.saved_seconds) == (7 + 6, pytest.approx(7 * 2.0 + 6 * 2.5))
+    # Who stopped them, from each trial's pruned_by: trial 1 ASHA, trial 4 the repeat rule, each with its untrained epochs.
+    assert unpruned.stopped_by == {"ASHA": (1, 3), "repeat": (1, 2)}
+    assert longer.stopped_by == {"ASHA": (1, 7), "repeat": (1, 6)}
 
 
 def test_compute_summary_edge_cases(url):
@@ -293,3 +296,4 @@ def test_compute_summary_edge_cases(url):
     assert (compute_summary(study, None).saved_epochs, compute_summary(study, None).saved_seconds) == (None, None)
     summary = compute_summary(study, AshaSettings(max_epochs=4, grace_period=1, reduction_factor=2))
     assert (summary.saved_epochs, summary.saved_seconds, summary.train_seconds, summary.epochs) == (4, 0.0, 3.0, 6)
+    assert summary.stopped_by == {}  # stored without pruned_by (as before tune recorded it): counted under no rule

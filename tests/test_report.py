@@ -128,6 +128,10 @@ def test_compute_saved_is_each_pruned_trials_untrained_epochs_at_its_own_pace(st
     assert list(seconds_bars.y) == pytest.approx([summary.train_seconds, saved_seconds])
     assert list(epoch_bars.y) == [summary.epochs, summary.saved_epochs]
     assert f"<b>{saved_seconds:.4g} s</b> and <b>{summary.saved_epochs}</b> epochs" in sections["compute"].text
+    # Every PRUNED trial of the run says which rule stopped it; this study's method (bohb: ASHA ungated) has one rule.
+    assert all(t.user_attrs["pruned_by"].startswith("ASHA: ") for t in pruned)
+    asha_stops = f"<li>ASHA, outside the best at a rung: <b>{len(pruned)}</b> trials, {summary.saved_epochs} epochs not trained</li>"
+    assert asha_stops in sections["compute"].text
 
 
 def test_top_trials_table_is_best_first_with_the_selected_trial_highlighted(study, sections):

@@ -100,9 +100,9 @@ def test_past_the_last_rung_only_a_trial_better_there_than_the_best_finished_one
     _, decision = at_the_last_rung("tie", 0.25)  # the new leader's value exactly: it cannot beat the recommended trial
     assert decision == (STOP if gated else CONTINUE)
     gate_stops = {
-        "behind": "not better at epoch 4 than trial 0, the best that trained every epoch",
-        "close": "not better at epoch 4 than trial leader, the best that trained every epoch",
-        "tie": "not better at epoch 4 than trial leader, the best that trained every epoch",
+        "behind": "gate: at epoch 4 not better than trial 0, the best that trained every epoch",
+        "close": "gate: at epoch 4 not better than trial leader, the best that trained every epoch",
+        "tie": "gate: at epoch 4 not better than trial leader, the best that trained every epoch",
     }
     assert asha.stop_reasons == (gate_stops if gated else {})
 
@@ -126,7 +126,7 @@ def test_a_trial_that_repeats_an_earlier_ones_first_two_epochs_exactly_is_stoppe
     assert trained("again", 4, [0.45, 0.39]) == [CONTINUE, repeated]  # a running trial's
     assert trained("near", 5, [0.45, 0.38, 0.3]) == [CONTINUE] * 3  # the same first epoch only
     assert trained("continued", 0, [0.5, 0.4, 0.35]) == [CONTINUE] * 3  # trial 0 trained again from its start
-    repeats = {"copy": "its first 2 epochs repeat trial 0's exactly", "again": "its first 2 epochs repeat trial 3's exactly"}
+    repeats = {"copy": "repeat: its first 2 epochs are trial 0's exactly", "again": "repeat: its first 2 epochs are trial 3's exactly"}
     assert asha.stop_reasons == (repeats if gated else {})
 
 

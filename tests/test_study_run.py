@@ -76,8 +76,8 @@ def test_asha_stopped_trials_are_pruned_with_their_curves(tiny_study):
         # Why, in the words of the rule that stopped it: ASHA's rung, or one of the default method's gated rules.
         reasons = (
             rf"ASHA: outside the best 1/2 at epoch {epochs}",
-            rf"not better at epoch {epochs} than trial \d+, the best that trained every epoch",
-            r"its first 2 epochs repeat trial \d+'s exactly",
+            rf"gate: at epoch {epochs} not better than trial \d+, the best that trained every epoch",
+            r"repeat: its first 2 epochs are trial \d+'s exactly",
         )
         assert any(re.fullmatch(reason, trial.user_attrs["pruned_by"]) for reason in reasons), trial.user_attrs["pruned_by"]
 

@@ -28,6 +28,7 @@ import math
 import optuna
 from ray.tune.schedulers import ASHAScheduler
 
+from studies.records import PRUNED_BY_ASHA, PRUNED_BY_GATE, PRUNED_BY_REPEAT
 from studies.space import AshaSettings
 from studies.store.catalog import epoch_values
 
@@ -109,7 +110,8 @@ class StoredRungsASHA(ASHAScheduler):
         decision = self._judged(trial.trial_id, result, super().on_trial_result(tune_controller, trial, result))
         epoch = result.get(self._time_attr)
         if decision == self.STOP and trial.trial_id not in self.stop_reasons and epoch is not None and epoch < self._max_t:
-            self.stop_reasons[trial.trial_id] = f"ASHA: outside the best 1/{self._reduction_factor:g} at epoch {epoch:g}"
+            reason = f"{PRUNED_BY_ASHA}: outside the best 1/{self._reduction_factor:g} at epoch {epoch:g}"
+            self.stop_reasons[trial.trial_id] = reason
         return decision
 
     def _judged(self, trial_id: str, result: dict, decision: str) -> str:
@@ -120,7 +122,8 @@ class StoredRungsASHA(ASHAScheduler):
         # Every trial's opening is recorded, ASHA's stopped ones too: a later copy of those repeats them as well.
         repeated = self._repeated(trial_id, epoch, result[self._metric])
         if decision == self.CONTINUE and repeated is not None:
-            return self._stop(trial_id, f"its first {REPEAT_EPOCHS} epochs repeat trial {self._numbers.get(repeated)}'s exactly")
+            reason = f"{PRUNED_BY_REPEAT}: its first {REPEAT_EPOCHS} epochs are trial {self._numbers.get(repeated)}'s exactly"
+            return self._stop(trial_id, reason)
         if self._gate_rung is None:
             return decision
         value = self._metric_op * result[self._metric]
@@ -131,7 +134,7 @@ class StoredRungsASHA(ASHAScheduler):
             best = self._best_finished
             if decision == self.CONTINUE and best is not None and best[1] is not None and value <= best[1]:
                 leader = self._numbers.get(best[2])  # a tie cannot beat the recommended trial either
-                reason = f"not better at epoch {epoch:g} than trial {leader}, the best that trained every epoch"
+                reason = f"{PRUNED_BY_GATE}: at epoch {epoch:g} not better than trial {leader}, the best that trained every epoch"
                 return self._stop(trial_id, reason)
         return decision
 

@@ -34,7 +34,17 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from studies.files import checked_output, write_atomically
-from studies.records import ATTR_BASELINE, ATTR_EPOCHS, ATTR_REASON, METRIC_PREFIX, STUDY_CREATED_BY, STUDY_SPACE_PATH
+from studies.records import (
+    ATTR_BASELINE,
+    ATTR_EPOCHS,
+    ATTR_REASON,
+    METRIC_PREFIX,
+    PRUNED_BY_ASHA,
+    PRUNED_BY_GATE,
+    PRUNED_BY_REPEAT,
+    STUDY_CREATED_BY,
+    STUDY_SPACE_PATH,
+)
 from studies.report.figures import (
     compute_figure,
     history_figure,
@@ -62,6 +72,11 @@ from studies.store.catalog import (
 from studies.store.storage import redacted
 
 TOP_TRIALS = 15
+STOPPED_BY = {  # the rules of a PRUNED trial's pruned_by, as the compute section names them
+    PRUNED_BY_ASHA: "ASHA, outside the best at a rung",
+    PRUNED_BY_REPEAT: "bohb-gated, its first epochs an earlier trial's exactly",
+    PRUNED_BY_GATE: "bohb-gated, at the last rung not better than the best trial that trained every epoch",
+}
 
 
 @dataclass
@@ -162,7 +177,13 @@ def compute_section(study: optuna.Study, asha: AshaSettings | None) -> Section:
             f"<li>saved by pruning: <b>{summary.saved_seconds:.4g} s</b> and <b>{summary.saved_epochs}</b> epochs that "
             f"{summary.pruned_trials} PRUNED trials did not train (each at its own mean seconds per epoch)</li>"
         )
-    section.text = f"<ul>{spent}{saved}</ul>"
+    stopped = "".join(
+        f"<li>{html.escape(STOPPED_BY.get(rule, rule))}: <b>{count}</b> trials"
+        + (f", {untrained} epochs not trained" if untrained is not None else "")
+        + "</li>"
+        for rule, (count, untrained) in summary.stopped_by.items()
+    )
+    section.text = f"<ul>{spent}{saved}</ul>" + (f"<p>Who stopped the PRUNED trials:</p><ul>{stopped}</ul>" if stopped else "")
     return section
 
 

@@ -6,7 +6,7 @@ import hashlib
 import math
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -396,6 +396,8 @@ class ComputeSummary:
     pruned_trials: int
     saved_seconds: float | None  # None when the study does not say how long an unpruned trial trains
     saved_epochs: int | None
+    # the rule that stopped PRUNED trials (pruned_by's "RULE:") -> how many, and the epochs they did not train (or None)
+    stopped_by: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 def search_method_of(study: optuna.Study) -> dict:
@@ -433,7 +435,16 @@ def compute_summary(study: optuna.Study, asha: AshaSettings | None) -> ComputeSu
             saved_epochs += untrained
             if trained:
                 saved_seconds += untrained * float(trial.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0)) / trained
-    return ComputeSummary(seconds, epochs, len(trials), len(pruned), saved_seconds, saved_epochs)
+    stopped_by: dict[str, tuple[int, int | None]] = {}
+    for trial in pruned:
+        rule, colon, _ = str(trial.user_attrs.get(ATTR_PRUNED_BY, "")).partition(":")
+        if not colon:  # a trial stored before tune recorded why has no rule to count it under
+            continue
+        count, untrained = stopped_by.get(rule, (0, None if full is None else 0))
+        if untrained is not None:
+            untrained += max(0, full - int(trial.user_attrs.get(ATTR_EPOCHS, 0)))
+        stopped_by[rule] = (count + 1, untrained)
+    return ComputeSummary(seconds, epochs, len(trials), len(pruned), saved_seconds, saved_epochs, stopped_by)
 
 
 def headlines_of(study: optuna.Study) -> list[str]:
