@@ -90,14 +90,23 @@ VARIANTS = {
         {"near_copy": 0.1},
         "bohb-brackets",
     ),
+    "gated_random_1": (
+        "ablation: bohb-gated with every config random (its scheduler without its model)",
+        {"random_fraction": 1.0},
+        "bohb-gated",
+    ),
 }
+# Listed after the stock methods: a method's colour is its place in METHODS, and the plots measured before these existed
+# keep theirs.
+LATER_VARIANTS = ("gated_random_1",)
 METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
-    **{method: label for method, (label, _, _) in VARIANTS.items()},
+    **{method: label for method, (label, _, _) in VARIANTS.items() if method not in LATER_VARIANTS},
     "ray_random_asha": "stock Ray Tune random + ASHA",
     "ray_optuna_asha": "stock Ray Tune OptunaSearch (TPE) + ASHA",
     "optuna_tpe_sha": "plain Optuna TPE + SuccessiveHalvingPruner",
     "optuna_tpe_hyperband": "plain Optuna TPE + HyperbandPruner",
+    **{method: VARIANTS[method][0] for method in LATER_VARIANTS},
 }
 STOCK = ("ray_random_asha", "ray_optuna_asha", "optuna_tpe_sha", "optuna_tpe_hyperband")
 PAIRED_REFERENCE = "ray_random_asha"  # the method the issue's robustness target names
@@ -248,15 +257,18 @@ def run_one(method: str, problem: BenchmarkProblem, seed: int, budget_trainings:
 
 
 def measure(
-    smoke: bool = False, methods: tuple[str, ...] = tuple(METHODS), tasks: list[BenchmarkProblem] | None = None
+    smoke: bool = False,
+    methods: tuple[str, ...] = tuple(METHODS),
+    tasks: list[BenchmarkProblem] | None = None,
+    seeds: int = SEEDS,
 ) -> list[dict]:
-    """Each of ``methods`` on every task (default: :func:`problems`) with every seed; one row per run, two runs at a time
-    (the machine's cores)."""
+    """Each of ``methods`` on every task (default: :func:`problems`) with seeds 0 to ``seeds`` - 1; one row per run, two runs
+    at a time (the machine's cores)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    seeds = range(SMOKE_SEEDS if smoke else SEEDS)
+    seed_numbers = range(SMOKE_SEEDS if smoke else seeds)
     trainings = SMOKE_BUDGET_TRAININGS if smoke else BUDGET_TRAININGS
     tasks = problems(smoke) if tasks is None else tasks
-    jobs = [(method, problem, seed, trainings) for problem in tasks for seed in seeds for method in methods]
+    jobs = [(method, problem, seed, trainings) for problem in tasks for seed in seed_numbers for method in methods]
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         return run_all(pool, jobs)
 
@@ -442,6 +454,7 @@ PLOT_COLOURS = (
     "#637939",
     "#843c39",
     "#e7969c",
+    "#111111",
 )
 
 

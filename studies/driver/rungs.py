@@ -19,6 +19,9 @@ With ``gated`` (the default search method's), ASHA spends no epochs on trials th
   ``use_tf32_matmul`` or ``train_step`` on a CPU) train to the same values; so do configs that a table of recorded
   curves answers from the same row. On the search-quality benchmark's recorded curves a model-based search proposed
   such copies of its leader over and over (36 of 195 trials in one run), each trained to the last rung it passed.
+
+Every trial stopped short of the last epoch gets its reason, the rule first (``ASHA: ...``, ``repeat: ...``,
+``gate: ...``), in ``stop_reasons``: the bridge stores it as the PRUNED trial's ``pruned_by``.
 """
 
 from __future__ import annotations
