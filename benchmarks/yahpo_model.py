@@ -26,7 +26,7 @@ from benchmarks.yahpo import DEFAULT_TASKS, HELD_OUT_TASKS, yahpo_problems
 
 TITLE = "What the default's model adds on the 15 YAHPO data sets, over 60 seeds"
 METHODS = (search_quality.DEFAULT_METHOD, "gated_random_1", "tune_random", "ray_random_asha")
-SEEDS = 60  # three times the search-quality benchmark's 20: two random searches differed by 0.01 to 0.05 over 20
+SEEDS = 60  # three times the search-quality benchmark's 20: a seed's 15 runs share their random configs
 MODEL_ABLATION = "gated_random_1"
 
 

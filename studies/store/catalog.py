@@ -426,24 +426,19 @@ def compute_summary(study: optuna.Study, asha: AshaSettings | None) -> ComputeSu
     epochs = sum(int(t.user_attrs.get(ATTR_EPOCHS, 0)) for t in trials)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     full = full_epochs(study, asha)
-    saved_seconds = saved_epochs = None
-    if full is not None:
-        saved_seconds, saved_epochs = 0.0, 0
-        for trial in pruned:
-            trained = int(trial.user_attrs.get(ATTR_EPOCHS, 0))
-            untrained = max(0, full - trained)
+    saved_seconds, saved_epochs = (None, None) if full is None else (0.0, 0)
+    stopped_by: dict[str, tuple[int, int | None]] = {}
+    for trial in pruned:
+        trained = int(trial.user_attrs.get(ATTR_EPOCHS, 0))
+        untrained = None if full is None else max(0, full - trained)
+        if untrained is not None:
             saved_epochs += untrained
             if trained:
                 saved_seconds += untrained * float(trial.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0)) / trained
-    stopped_by: dict[str, tuple[int, int | None]] = {}
-    for trial in pruned:
         rule, colon, _ = str(trial.user_attrs.get(ATTR_PRUNED_BY, "")).partition(":")
-        if not colon:  # a trial stored before tune recorded why has no rule to count it under
-            continue
-        count, untrained = stopped_by.get(rule, (0, None if full is None else 0))
-        if untrained is not None:
-            untrained += max(0, full - int(trial.user_attrs.get(ATTR_EPOCHS, 0)))
-        stopped_by[rule] = (count + 1, untrained)
+        if colon:  # a trial stored before tune recorded why has no rule to count it under
+            count, rule_untrained = stopped_by.get(rule, (0, 0))
+            stopped_by[rule] = (count + 1, None if untrained is None else rule_untrained + untrained)
     return ComputeSummary(seconds, epochs, len(trials), len(pruned), saved_seconds, saved_epochs, stopped_by)
 
 
