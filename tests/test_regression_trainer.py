@@ -3,6 +3,10 @@
 import math
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 
 import pandas as pd
 import pytest
@@ -10,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from objectives.regression import AFFINITY_BINS, regression_metrics
-from trainers.base import CHECKPOINT_FILE, fit
+from trainers.base import CHECKPOINT_FILE, CHECKPOINT_ROOT_PREFIX, fit
 from trainers.regression import (
     MIN_VALIDATION_PER_BIN,
     MLPRegression,
@@ -299,3 +303,29 @@ def test_resumed_from_the_last_epoch_reports_that_epoch_again(tmp_path):
     fit(MLPRegression(), SMALL_CABBI, max_epochs=2, resume_from=last_checkpoint, report=lambda m, folder: again.append((m, folder)))
     assert [folder for _, folder in again] == [None]  # the checkpoint is stored already
     assert again[0][0] == pytest.approx(last_metrics, nan_ok=True)  # bins absent from validation are NaN
+
+
+# A trial's process killed at its first checkpoint, as the kernel's out-of-memory killer ends one: no cleanup of its own runs.
+KILLED_AT_FIRST_CHECKPOINT = f"""
+import os, signal
+from trainers.base import fit
+from trainers.regression import MLPRegression
+fit(MLPRegression(), {SMALL_CABBI!r}, max_epochs=3, report=lambda metrics, folder: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+def test_a_killed_trainings_checkpoints_are_removed_by_the_next_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_AT_FIRST_CHECKPOINT], stderr=subprocess.PIPE, text=True)
+    _, stderr = killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL, stderr[-2000:]
+    left = list(tmp_path.glob(f"{CHECKPOINT_ROOT_PREFIX}{killed.pid}_*"))
+    assert len(left) == 1 and list(left[0].rglob(CHECKPOINT_FILE)), "the killed training left no checkpoint to remove"
+    # A live process's folder (this one's parent's, as another trial training beside it) is not an orphan.
+    beside = tmp_path / f"{CHECKPOINT_ROOT_PREFIX}{os.getppid()}_beside"
+    beside.mkdir()
+    fit(MLPRegression(), SMALL_CABBI, max_epochs=1)
+    assert not left[0].exists()
+    assert beside.exists()
+    assert sorted(tmp_path.iterdir()) == [beside]  # this training removed its own folder on its way out

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import pytorch_lightning as pl
@@ -34,6 +35,7 @@ Report = Callable[[dict[str, float], str | None], None]
 """``report(metrics, checkpoint_dir)``: metrics of one validation epoch and a folder with its checkpoint (None on an epoch that saved none)."""
 
 CHECKPOINT_FILE = "last.ckpt"
+CHECKPOINT_ROOT_PREFIX = "tune_ckpt_"  # then the training process's id: a folder whose process is gone is an orphan
 BEST_CHECKPOINT_FILE = "best.ckpt"  # the best epoch's weights, in every checkpoint folder beside the last epoch's checkpoint
 
 
@@ -230,6 +232,32 @@ def checkpoint_weights(path: str) -> dict[str, torch.Tensor]:
     return checkpoint["state_dict"]
 
 
+def remove_orphaned_checkpoints() -> None:
+    """Deletes the checkpoint folders :func:`fit` left in the temporary folder from processes that are gone.
+
+    A training process killed outright (the kernel's out-of-memory killer, ``kill -9``, a Ray worker lost with its
+    node's processes) never runs ``fit``'s cleanup: its last and best checkpoints stay in the temporary folder, a
+    model's size each time. No library removes another process's temporary files, hence this sweep: :func:`fit` runs it
+    before each training, and a study's driver when the study ends.
+    """
+    for folder in Path(tempfile.gettempdir()).glob(f"{CHECKPOINT_ROOT_PREFIX}*_*"):
+        pid = folder.name[len(CHECKPOINT_ROOT_PREFIX) :].split("_", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows: keep its folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def device_name(accelerator: str) -> str:
     """What the trial ran on, in words: "cpu" or the GPU's name."""
     if accelerator != "cpu" and torch.cuda.is_available():
@@ -289,7 +317,8 @@ def fit(
                 monitor=stop_on_non_finite, patience=math.inf, check_finite=True, strict=False, verbose=False
             )
         )
-    with tempfile.TemporaryDirectory(prefix="tune_ckpt_") as checkpoint_root:
+    remove_orphaned_checkpoints()
+    with tempfile.TemporaryDirectory(prefix=f"{CHECKPOINT_ROOT_PREFIX}{os.getpid()}_") as checkpoint_root:
         best = None
         if keep_best_by is not None:
             best = KeepBestEpoch(os.path.join(checkpoint_root, "best"), *keep_best_by)

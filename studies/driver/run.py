@@ -53,6 +53,7 @@ from studies.samplers import SAMPLERS, SamplerSettings, hold, make_sampler, meth
 from studies.space import AshaSettings, Constraints, Resources, Space, constraint_problem
 from studies.store.catalog import constraints_of, constraints_record, described_constraints, feasible, half_made, is_pareto
 from studies.store.storage import artifact_store, check_url, failures_of, open_storage, redacted, study_names
+from trainers.base import remove_orphaned_checkpoints
 
 RAY_FOLDER = "ray"
 
@@ -425,6 +426,7 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
         tuner = build_tuner(plan, bridge, options, trials=len(orphans) + new_trials)
         with _ctrl_c_ends_the_run():
             tuner.fit()
+        remove_orphaned_checkpoints()  # of trials killed on this machine; another node's go at its next trial there
         if CTRL_C.is_set():
             raise KeyboardInterrupt(f"`tune resume {study.study_name}` continues the study")
         interrupted = orphaned_trials(study, heartbeat.storage, mine_too=True)
