@@ -1,11 +1,13 @@
 """ASHA's rungs rebuilt from a real SQLite study, driven as Ray Tune drives its scheduler, with Ray's own trial objects
 (stubs: no Ray is started)."""
 
+import random
+
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from studies.driver.rungs import StoredRungsASHA, stored_curves, stored_rungs_asha
 from studies.space import AshaSettings
@@ -49,6 +51,35 @@ def test_a_continued_trial_is_not_judged_again_at_the_rungs_it_passed(scheduler)
     assert report(scheduler, continued, 4, 0.95) == STOP  # rung 4 it had not reached: judged there, against 0.08
     ((_, recorded),) = [(rung, recorded) for rung, recorded in scheduler._brackets[0]._rungs if rung == 1]
     assert sorted(recorded.values()) == [-0.9, -0.3, -0.2]  # its own value kept once, under its new Ray trial
+
+
+def test_with_nothing_stored_and_no_gate_it_decides_as_rays_asha():
+    # `tune run --sampler random` and the benchmark's stock random + ASHA must differ only in their random draws: 60 noisy
+    # linear curves, their epochs interleaved as 4 workers send them, get the same decision from both at every epoch.
+    ours = stored_rungs_asha(AshaSettings(max_epochs=27, grace_period=1, reduction_factor=3), {}, "val_loss", "min")
+    rays = ASHAScheduler(time_attr="epoch", metric="val_loss", mode="min", max_t=27, grace_period=1, reduction_factor=3)
+    rng = random.Random(0)
+    waiting = list(range(60))
+    training = {}  # trial number -> (its Trial in each scheduler, epochs trained, first value, change per epoch)
+    ours_decided, rays_decided = [], []
+    while waiting or training:
+        while len(training) < 4 and waiting:
+            number = waiting.pop(0)
+            trials = [Trial("train_trial", config={"optuna_trial": number}, trial_id=f"t{number}", stub=True) for _ in "ab"]
+            ours.on_trial_add(None, trials[0])
+            rays.on_trial_add(None, trials[1])
+            training[number] = (trials, 0, rng.uniform(0.1, 1.0), rng.uniform(-0.03, 0.03))
+        number = rng.choice(sorted(training))
+        trials, epoch, first, change = training[number]
+        epoch += 1
+        val_loss = first + change * epoch + rng.gauss(0, 0.02)
+        ours_decided.append(report(ours, trials[0], epoch, val_loss))
+        rays_decided.append(report(rays, trials[1], epoch, val_loss))
+        training[number] = (trials, epoch, first, change)
+        if ours_decided[-1] == STOP or epoch == 27:
+            del training[number]
+    assert ours_decided == rays_decided
+    assert ours_decided.count(STOP) > 30  # many trials were judged and stopped, not only continued
 
 
 def test_a_trial_goes_to_the_bracket_whose_first_rung_the_bridge_chose():
@@ -126,7 +157,10 @@ def test_a_trial_that_repeats_an_earlier_ones_first_two_epochs_exactly_is_stoppe
     assert trained("again", 4, [0.45, 0.39]) == [CONTINUE, repeated]  # a running trial's
     assert trained("near", 5, [0.45, 0.38, 0.3]) == [CONTINUE] * 3  # the same first epoch only
     assert trained("continued", 0, [0.5, 0.4, 0.35]) == [CONTINUE] * 3  # trial 0 trained again from its start
-    repeats = {"copy": "repeat: its first 2 epochs are trial 0's exactly", "again": "repeat: its first 2 epochs are trial 3's exactly"}
+    repeats = {
+        "copy": "repeat: its first 2 epochs are trial 0's exactly",
+        "again": "repeat: its first 2 epochs are trial 3's exactly",
+    }
     assert asha.stop_reasons == (repeats if gated else {})
 
 
