@@ -43,8 +43,8 @@ tasks 8 to 23: -0.046 regret at the full budget, and no change on the families w
 
 :class:`FirstRungChoice` answers a scheduler's question from the same rankings: at which rung ASHA should first judge a
 new trial. Its brackets (several first rungs) judge new trials at the first rung until the finished trials show that
-rung's ranking reversed later, diverged trials included, then at the next (``tune run --sampler bohb-brackets``, and
-the default ``bohb-gated``).
+rung's ranking reversed later, diverged trials included, or that it would now stop the trial leading later; then at the
+next (``tune run --sampler bohb-brackets``, and the default ``bohb-gated``).
 
 Everything else is Optuna's TPESampler (its estimators, candidates and acquisition); what is written
 here is only the choice of which trials are good and which are bad, which TPESampler does not let a
@@ -96,6 +96,10 @@ AGREEMENT_PAIRS = 4
 # where this rule measured +0.011 (both 2026-12-04). 5 at 25 % leaves a misleading rung sooner than 8 at 10 % did: paired
 # over 40 seeds, -0.012 regret at the full budget on generated tasks 0 to 7 and -0.011 on 8 to 23, at most +0.002 on the
 # other families; then on tasks 24 to 39, run once this rule was fixed, -0.024 (benchmarks/default_search.py).
+# The same 5 trials also show a rung misleading when their leader later ranks there outside ASHA's best 1/eta now (a Kendall
+# test sees mostly configs poor at every epoch). Paired over 40 seeds (20 on tasks 24 to 39), at the full budget: -0.015,
+# -0.012 and -0.012 regret on the three generated task sets, -0.005 on YAHPO's first 5, no change on the other 10 or on the
+# recorded curves, +0.015 on the two synthetic problems (2026-12-06).
 MISLEAD_TRIALS = 5
 MISLEAD_P = 0.25
 NEAR_COPY = 0.02  # of a knob's range (log range for a log knob): closer on every knob than this is the same config
@@ -251,16 +255,22 @@ class RungTPESampler(TPESampler):
 
 class FirstRungChoice:
     """Where ASHA should first judge a new trial (Hyper-Tune's bracket choice, made conservative): the lowest of
-    ``first_rungs`` whose ranking is not shown to reverse later (:meth:`_RungScores.misleads`); the last when all are."""
+    ``first_rungs`` not shown to mislead (:meth:`_RungScores.misleads`: its ranking reversed later, or it would now stop
+    the trial that leads later); the last when all are."""
 
     def __init__(self, direction: StudyDirection, first_rungs: list[int]):
         self.first_rungs = first_rungs
+        # ASHA's reduction factor: consecutive rungs are that far apart (with one first rung, there is no choice to make)
+        self._eta = first_rungs[1] / first_rungs[0] if len(first_rungs) > 1 else math.inf
         self._scores = _RungScores(1.0 if direction == StudyDirection.MINIMIZE else -1.0)
 
     def for_new_trial(self, study: optuna.Study) -> int:
         """The first rung for the trial ``study.ask`` just made, from the trials that ask read."""
         self._scores.read_study(study)
-        return next((rung for rung in self.first_rungs[:-1] if not self._scores.misleads(rung)), self.first_rungs[-1])
+        return next(
+            (rung for rung in self.first_rungs[:-1] if not self._scores.misleads(rung, self._eta)),
+            self.first_rungs[-1],
+        )
 
 
 class _RungScores:
@@ -337,11 +347,21 @@ class _RungScores:
         went_past, pairs = self.later_pairs(rung, AGREEMENT_PAIRS)
         return went_past == 0 or (len(pairs) >= 2 and kendalltau(*zip(*pairs)).statistic > 0)
 
-    def misleads(self, rung: int) -> bool:
-        """Whether the ranking at ``rung`` is shown to reverse later: MISLEAD_TRIALS trials went past it and a one-sided Kendall
-        test over them (as :meth:`ranks_as_later` pairs them) finds their order there and later opposed, at MISLEAD_P."""
+    def misleads(self, rung: int, eta: float) -> bool:
+        """Whether ``rung`` is shown to mislead, by MISLEAD_TRIALS finished trials that went past it (paired as
+        :meth:`ranks_as_later` pairs them): a one-sided Kendall test finds their order there and later opposed at MISLEAD_P,
+        or the best of them later ranks at ``rung`` outside the best 1/``eta`` of every trial there, so that ASHA judging
+        there now would stop it. The test sees the whole ranking, mostly configs poor at every epoch; the second check sees
+        the config a search is for."""
         went_past, pairs = self.later_pairs(rung, MISLEAD_TRIALS)
-        return went_past >= MISLEAD_TRIALS and len(pairs) >= 2 and kendalltau(*zip(*pairs), alternative="less").pvalue < MISLEAD_P
+        if went_past < MISLEAD_TRIALS or len(pairs) < 2:
+            return False
+        if kendalltau(*zip(*pairs), alternative="less").pvalue < MISLEAD_P:
+            return True
+        leader_at_rung, _ = min(pairs, key=lambda pair: self.sign * pair[1])
+        ranked = self.ranked_at(rung)
+        bar, _ = ranked[max(1, math.ceil(len(ranked) / eta)) - 1]
+        return len(pairs) >= MISLEAD_TRIALS and self.sign * leader_at_rung > bar
 
     def later_pairs(self, rung: int, needed: int) -> tuple[int, list[tuple[float, float]]]:
         """How many finished trials went past ``rung`` (counted until ``needed``), and the finite (value at ``rung``, value

@@ -74,7 +74,7 @@ def register(
 
     ``pareto``: the sampler it builds searches a multi-objective study (Optuna's ``directions``) jointly.
     ``brackets``: above 1, ASHA runs that many brackets and the driver first judges each new trial at the lowest
-    rung whose ranking is not shown to reverse later (:class:`studies.rung_tpe.FirstRungChoice`).
+    rung not shown to mislead (:class:`studies.rung_tpe.FirstRungChoice`).
     ``gated``: ASHA stops a trial whose first two epochs repeat an earlier trial's exactly, and lets a trial past its last
     rung only if it is better there than the best trial that trained every epoch was
     (:class:`studies.driver.rungs.StoredRungsASHA`)."""
@@ -150,7 +150,8 @@ BOHB_BRACKETS = 3
 @register(
     "bohb-brackets",
     "bohb, each new trial first judged by ASHA at the first rung, or at a later one once the finished trials show the "
-    "first rung's ranking reversed later (Hyper-Tune's bracket choice): as bohb, and better where early epochs mislead",
+    "first rung's ranking reversed later or that it would stop the trial leading later (Hyper-Tune's bracket choice): "
+    "as bohb, and better where early epochs mislead",
     brackets=BOHB_BRACKETS,
 )
 @register(

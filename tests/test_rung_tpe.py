@@ -77,7 +77,7 @@ def test_a_rung_is_modelled_only_once_its_ranking_is_shown_to_hold_later():
     assert good(reverses, rung_check=False) == [0]  # the ablation models the rung whatever epoch 9 says
 
 
-def test_a_new_trial_is_first_judged_at_the_first_rung_until_its_ranking_is_shown_to_reverse_later():
+def test_a_new_trial_is_first_judged_at_the_first_rung_until_it_is_shown_to_mislead():
     def first_rung(trials):
         study = optuna.create_study()
         study.add_trials(trials)
@@ -94,6 +94,11 @@ def test_a_new_trial_is_first_judged_at_the_first_rung_until_its_ranking_is_show
     assert first_rung(went_on_and_stopped(in_order, in_order)) == 1
     assert first_rung(went_on_and_stopped(reversed_order, in_order)) == 3  # epoch 1 misleads, epoch 3 ranks as epoch 9 does
     assert first_rung(went_on_and_stopped(reversed_order, reversed_order)) == 9  # both mislead: the highest offered
+    # In order but for the leader at epoch 9, which epoch 1 now ranks outside its best third (ASHA's eta 3): ASHA judging
+    # there would stop it, so new trials are judged first at 3, where it leads.
+    leader_last = in_order[-1:] + in_order[:-1]
+    assert first_rung(went_on_and_stopped(leader_last, in_order)) == 3
+    assert first_rung(went_on_and_stopped(in_order[1:2] + in_order[:1] + in_order[2:], in_order)) == 1  # second: kept
     # Fewer trials past the rung than MISLEAD_TRIALS show nothing, reversed or not: judged at the first rung, as ASHA's grace
     # period says, and so while nothing is stored.
     too_few = reversed_order[: MISLEAD_TRIALS - 1]
