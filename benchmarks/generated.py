@@ -43,9 +43,11 @@ from studies.space import Categorical, Float, Int, Knob
 
 TASKS = 8
 HELD_OUT_TASKS = 16
-# Sets of HELD_OUT_TASKS tasks past the first TASKS, in order: tasks 8 to 23 guided a choice of the default search once
-# they had been measured, so tasks 24 to 39 are the ones held out now (benchmarks/default_search.py).
+# Sets of HELD_OUT_TASKS tasks past the first TASKS, in order (benchmarks/default_search.py): once measured, tasks 8 to 23
+# guided a choice of the default search, and tasks 24 to 39 its first-rung rule.
 HELD_OUT_FAMILIES = ("once-held-out", "held-out")
+# The tasks past those, none of them run before the unseen section (benchmarks/unseen.py) first measured them.
+UNSEEN_FAMILY, UNSEEN_TASKS = "unseen", 32
 SAMPLES = 20_000  # random configs for the scale (median) and the starts of the refinement of the best
 REFINED_STARTS = 8  # per optimizer choice: the best random configs refined by L-BFGS-B
 OTHER_KNOBS = {  # what a trainer's knobs are like: their ranges and scales
@@ -198,6 +200,14 @@ def generated_problems(count: int = TASKS) -> dict[str, GeneratedTask]:
 
 def held_out_problems(family: str, count: int = HELD_OUT_TASKS) -> dict[str, GeneratedTask]:
     """The first ``count`` tasks of one of HELD_OUT_FAMILIES, drawn as the first TASKS are, named as that family."""
-    first = TASKS + HELD_OUT_TASKS * HELD_OUT_FAMILIES.index(family)
+    return _family_problems(family, TASKS + HELD_OUT_TASKS * HELD_OUT_FAMILIES.index(family), count)
+
+
+def unseen_problems(count: int = UNSEEN_TASKS) -> dict[str, GeneratedTask]:
+    """The first ``count`` tasks past every held-out family's, named as UNSEEN_FAMILY."""
+    return _family_problems(UNSEEN_FAMILY, TASKS + HELD_OUT_TASKS * len(HELD_OUT_FAMILIES), count)
+
+
+def _family_problems(family: str, first: int, count: int) -> dict[str, GeneratedTask]:
     tasks = (dataclasses.replace(generated_task(index), family=family) for index in range(first, first + count))
     return {task.name: task for task in tasks}
