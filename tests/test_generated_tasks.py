@@ -7,7 +7,7 @@ import optuna
 import pytest
 from scipy.stats import spearmanr
 
-from benchmarks.generated import HELD_OUT_TASKS, TASKS, generated_problems, generated_task, held_out_problems
+from benchmarks.generated import HELD_OUT_TASKS, TASKS, generated_problems, generated_task, held_out_problems, unseen_problems
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,9 @@ def test_the_same_index_gives_the_same_task_and_noise_is_fixed_by_seed(tasks):
 
 def test_the_held_out_sets_follow_the_first_tasks_in_turn_each_a_family_of_its_own(tasks):
     once_held_out, held_out = held_out_problems("once-held-out", 2), held_out_problems("held-out", 2)
+    unseen = unseen_problems(2)  # past the last held-out set's HELD_OUT_TASKS
+    assert list(unseen) == [f"generated_{index}" for index in (TASKS + 2 * HELD_OUT_TASKS, TASKS + 2 * HELD_OUT_TASKS + 1)]
+    assert {task.family for task in unseen.values()} == {"unseen"}
     assert list(once_held_out) == [f"generated_{index}" for index in (TASKS, TASKS + 1)]
     assert list(held_out) == [f"generated_{index}" for index in (TASKS + HELD_OUT_TASKS, TASKS + HELD_OUT_TASKS + 1)]
     assert not set(held_out) & set(tasks) and not set(once_held_out) & set(tasks)
