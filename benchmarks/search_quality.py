@@ -195,7 +195,9 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int, s
         asha = dataclasses.replace(asha, brackets=SAMPLERS[name].brackets, gated=SAMPLERS[name].gated)
         study = optuna.create_study(sampler=sampler, direction="minimize")
         # Each trial trains an epoch at least: the budget in epochs bounds the trials.
-        bridge = OptunaBridge(study, space, max_epochs=problem.max_epochs, target=budget, first_rungs=asha.first_rungs)
+        bridge = OptunaBridge(
+            study, space, max_epochs=problem.max_epochs, target=budget, first_rungs=asha.first_rungs, gate_rung=asha.gate_rung
+        )
         return RayAgent(bridge, stored_rungs_asha(asha, {}, OBJECTIVE, "min"), params_of=lambda config: config["params"])
     if method in ("ray_random_asha", "ray_optuna_asha"):
         from ray.tune.schedulers import ASHAScheduler

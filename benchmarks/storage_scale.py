@@ -200,10 +200,14 @@ def grow_and_time(storage: str, path: Path, sizes: tuple[int, ...], window: int,
     options = RunOptions(storage=url, study=f"{space.name}-{sampler}", seed=0, command=f"tune run search_spaces/{SPACE.name} --storage {url}")
     timer = TimedSampler(make_sampler(sampler, space, options.sampler_settings()))
     study = open_study(space, options, timer)
-    asha = space.asha(brackets=SAMPLERS[sampler].brackets)
-    bridge = OptunaBridge(study, space, max_epochs=asha.max_epochs, target=sizes[-1], first_rungs=asha.first_rungs)
-    if bridge.first_rung_choice:  # choosing a new trial's bracket is the search method's time too
-        bridge.first_rung_choice.for_new_trial = functools.partial(timer._timed, bridge.first_rung_choice.for_new_trial)
+    asha = space.asha(brackets=SAMPLERS[sampler].brackets, gated=SAMPLERS[sampler].gated)
+    bridge = OptunaBridge(
+        study, space, max_epochs=asha.max_epochs, target=sizes[-1], first_rungs=asha.first_rungs, gate_rung=asha.gate_rung
+    )
+    choice = bridge.first_rung_choice
+    if choice:  # choosing a new trial's bracket, and whether the gate applies to it, is the search method's time too
+        choice.for_new_trial = functools.partial(timer._timed, choice.for_new_trial)
+        choice.misleads = functools.partial(timer._timed, choice.misleads)
     rng = np.random.default_rng(0)
     rows = []
     # Written whole before any copy: the baselines, then one bracket of ASHA (for 18 epochs, rungs 2 and 6: 6, 2 and 1 trials).

@@ -44,7 +44,8 @@ tasks 8 to 23: -0.046 regret at the full budget, and no change on the families w
 :class:`FirstRungChoice` answers a scheduler's question from the same rankings: at which rung ASHA should first judge a
 new trial. Its brackets (several first rungs) judge new trials at the first rung until the finished trials show that
 rung's ranking reversed later, diverged trials included, or that it would now stop the trial leading later; then at the
-next (``tune run --sampler bohb-brackets``, and the default ``bohb-gated``).
+next (``tune run --sampler bohb-brackets``, and the default ``bohb-gated``). The same evidence on the last rung lifts
+``bohb-gated``'s gate there for the trials that start while it holds.
 
 Everything else is Optuna's TPESampler (its estimators, candidates and acquisition); what is written
 here is only the choice of which trials are good and which are bad, which TPESampler does not let a
@@ -271,6 +272,12 @@ class FirstRungChoice:
             (rung for rung in self.first_rungs[:-1] if not self._scores.misleads(rung, self._eta)),
             self.first_rungs[-1],
         )
+
+    def misleads(self, study: optuna.Study, rung: int) -> bool:
+        """Whether the finished trials of ``study`` show ``rung`` misleading, as a first rung is judged: a scheduler's gate
+        there stops the trials that would end best."""
+        self._scores.read_study(study)
+        return self._scores.misleads(rung, self._eta)
 
 
 class _RungScores:

@@ -142,8 +142,8 @@ BOHB_BRACKETS = 3
 @register(
     "bohb-gated",
     "bohb-brackets, and ASHA stops a trial whose first two epochs repeat an earlier trial's exactly, and trains a trial "
-    "past its last rung only if it is better there than the best trial that trained every epoch was: the epochs go to "
-    "new configs, not to copies of the best",
+    "past its last rung only if it is better there than the best trial that trained every epoch was (unless the finished "
+    "trials show that rung misleading, as for a first rung): the epochs go to new configs, not to copies of the best",
     brackets=BOHB_BRACKETS,
     gated=True,
 )

@@ -210,6 +210,13 @@ class AshaSettings:
         """Where each bracket first judges a trial: the lowest ``brackets`` rungs short of the highest."""
         return self.rungs[: max(1, min(self.brackets, len(self.rungs) - 1))]
 
+    @property
+    def gate_rung(self) -> int | None:
+        """With ``gated``, the last rung short of ``max_epochs``: past it goes only a trial better there than the best trial
+        that trained every epoch was (studies.driver.rungs); None without a gate."""
+        below_last_epoch = [rung for rung in self.rungs if rung < self.max_epochs]
+        return below_last_epoch[-1] if self.gated and below_last_epoch else None
+
 
 @dataclass(frozen=True)
 class Resources:

@@ -15,6 +15,7 @@ from optuna.trial import TrialState, create_trial
 from ray.tune.search import Searcher
 
 from studies.driver.bridge import Counts, OptunaBridge, driver_id, model_metrics
+from studies.rung_tpe import MISLEAD_TRIALS
 from studies.space import Objective, load_space
 from studies.store.catalog import epoch_values, feasible
 from studies.store.storage import open_storage
@@ -83,6 +84,21 @@ def train(bridge, trial_id, values, *, last_to_complete=True):
     for each in results[:-1] if last_to_complete else results:
         bridge.on_trial_result(trial_id, each)
     bridge.on_trial_complete(trial_id, results[-1] if last_to_complete else None)
+
+
+@pytest.mark.parametrize("at_2, gate_rung, gated", [("in order", 2, True), ("reversed", 2, False), ("in order", None, False)])
+def test_the_gate_is_lifted_for_a_trial_while_the_finished_trials_show_its_rung_misleading(study, space, at_2, gate_rung, gated):
+    # Rungs 1, 2, 4 of 4 epochs (eta 2): MISLEAD_TRIALS trials trained every epoch, their order at epoch 4 that of epoch 1;
+    # at epoch 2, the gated scheduler's last rung, the same order or the opposite one. Six more stopped at epoch 1.
+    ordered = [0.1 + n / 100 for n in range(MISLEAD_TRIALS)]
+    for n, value in enumerate(ordered):
+        at_gate = value if at_2 == "in order" else ordered[-1 - n]
+        curve = {1: value, 2: at_gate, 4: value}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, intermediate_values=curve))
+    for n in range(6):
+        study.add_trial(create_trial(state=TrialState.PRUNED, value=0.9 + n / 100, intermediate_values={1: 0.9 + n / 100}))
+    bridge = bridge_for(study, space, target=20, first_rungs=[1, 2], gate_rung=gate_rung)
+    assert bridge.suggest("ray_0")["gated"] is gated  # without a gate rung (no gated scheduler) there is none to apply
 
 
 def test_model_metrics_drop_rays_bookkeeping_configs_strings_and_bools():

@@ -138,6 +138,21 @@ def test_past_the_last_rung_only_a_trial_better_there_than_the_best_finished_one
     assert asha.stop_reasons == (gate_stops if gated else {})
 
 
+def test_a_trial_the_bridge_started_ungated_passes_the_last_rung_on_ashas_bar_alone():
+    # As above: stored trial 0 is 0.3 at rung 4; ASHA's own bar there is 0.9. The bridge lifts the gate for "free" only.
+    curves = {0: {1: 0.5, 2: 0.4, 4: 0.3, 8: 0.2}, **{n: {1: 0.6, 2: 0.7, 4: 0.9 + n / 100} for n in (1, 2, 3)}}
+    asha = stored_rungs_asha(AshaSettings(max_epochs=8, grace_period=1, reduction_factor=2, gated=True), curves)
+    assert asha.set_search_properties("val_loss", "min")
+    decisions = {}
+    for name, gated in (("judged", True), ("free", False)):
+        trial = Trial("train_trial", config={"optuna_trial": name, "gated": gated}, trial_id=name, stub=True)
+        asha.on_trial_add(None, trial)
+        early = 0.1 if gated else 0.11  # no repeat of the other's first epochs
+        decisions[name] = [report(asha, trial, epoch, value) for epoch, value in ((1, early), (2, early), (3, early), (4, 0.5))]
+    assert decisions == {"judged": [CONTINUE] * 3 + [STOP], "free": [CONTINUE] * 4}  # 0.5: behind trial 0's 0.3 at rung 4
+    assert asha.stop_reasons == {"judged": "gate: at epoch 4 not better than trial 0, the best that trained every epoch"}
+
+
 @pytest.mark.parametrize("gated", [True, False])
 def test_a_trial_that_repeats_an_earlier_ones_first_two_epochs_exactly_is_stopped(tmp_path, gated):
     # Stored: trial 0, its driver lost at epoch 3, and trial 1, stopped far behind: ASHA's own bars let the others through.

@@ -420,6 +420,7 @@ def run_study(space: Space, options: RunOptions, queue: Queue | None = None) -> 
         bridge = OptunaBridge(
             study, space, max_epochs=plan.asha.max_epochs, target=plan.target, orphans=orphans, counts=plan.counts,
             artifacts=artifact_store(options.storage, create=True), first_rungs=plan.asha.first_rungs,
+            gate_rung=plan.asha.gate_rung,
         )  # fmt: skip
         if orphans:  # before build_tuner starts the progress bar: a line of its own
             print(how_orphans_go_on(orphans), file=sys.stderr, flush=True)

@@ -14,6 +14,9 @@ With ``gated`` (the default search method's), ASHA spends no epochs on trials th
   clearing the top-1/eta bar set by its earlier, worse trials, so most of its budget went to training near-equal configs
   to the end (19 of 30 trainings' worth on the search-quality benchmark); only a trial that may beat the recommended one
   needs its last epochs, and the epochs saved go to new configs. A tie stops too: the recommendation holds that result.
+  The bridge lifts this bar for a trial (its config's ``gated`` False) that starts while the finished trials show the last
+  rung misleading, as they show a first rung (:meth:`studies.rung_tpe.FirstRungChoice.misleads`): a bar set at a rung
+  whose ranking does not hold later stops the configs that would end best.
 - **A trial whose first two epochs repeat an earlier trial's exactly is stopped**: training is deterministic in its
   config and seed, so it would go on as that one did. Configs that differ only in a knob that changes nothing (flyvis's
   ``use_tf32_matmul`` or ``train_step`` on a CPU) train to the same values; so do configs that a table of recorded
@@ -84,6 +87,7 @@ class StoredRungsASHA(ASHAScheduler):
         self._opening: dict[str, tuple] = {}  # trial -> its first (epoch, value) results, up to REPEAT_EPOCHS of them
         self._first_with: dict[tuple, str] = {}  # REPEAT_EPOCHS (epoch, value) results -> the trial that had them first
         self._stored_openings: dict[str, tuple] = {}  # stored trial key -> its opening, for a continued trial to take back
+        self._past_gate_freely: set[str] = set()  # trials whose config says ``gated`` False: only ASHA judges them
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         accepted = super().set_search_properties(metric, mode, **spec)
@@ -135,7 +139,8 @@ class StoredRungsASHA(ASHAScheduler):
         elif epoch >= self._gate_rung and trial_id not in self._at_gate:  # judged at the gate now
             self._at_gate[trial_id] = value
             best = self._best_finished
-            if decision == self.CONTINUE and best is not None and best[1] is not None and value <= best[1]:
+            judged = decision == self.CONTINUE and trial_id not in self._past_gate_freely
+            if judged and best is not None and best[1] is not None and value <= best[1]:
                 leader = self._numbers.get(best[2])  # a tie cannot beat the recommended trial either
                 reason = f"{PRUNED_BY_GATE}: at epoch {epoch:g} not better than trial {leader}, the best that trained every epoch"
                 return self._stop(trial_id, reason)
@@ -170,6 +175,8 @@ class StoredRungsASHA(ASHAScheduler):
         if chosen:  # the bridge's choice, not Ray's random draw
             self._trial_info[trial.trial_id] = chosen[0]
         self._numbers[trial.trial_id] = trial.config.get("optuna_trial")
+        if trial.config.get("gated") is False:
+            self._past_gate_freely.add(trial.trial_id)
         key = _stored_key(trial.config.get("optuna_trial"))
         for bracket in self._brackets:
             for _, recorded in bracket._rungs:
