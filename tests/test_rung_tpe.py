@@ -173,6 +173,38 @@ def test_the_model_never_proposes_a_near_copy_of_a_trial_it_has_seen():
         assert min(abs(xs[index] - earlier) for earlier in xs[:index]) >= NEAR_COPY, (index, xs[: index + 1])
 
 
+def test_the_model_reads_the_trials_knobs_as_optunas_tpe_does_at_every_suggestion():
+    # Finished trials' rows are kept between suggestions, per set of knobs: the arrays must stay TPE's own, for the joint
+    # knobs and a conditional one, as trials finish and a RUNNING trial (its params still growing) is read again.
+    sampler = RungTPESampler(seed=0, n_startup_trials=4)
+    study = optuna.create_study(sampler=sampler)
+    joint = {"lr": FloatDistribution(1e-5, 1e-1, log=True), "n": optuna.distributions.IntDistribution(1, 64, log=True),
+             "kind": CategoricalDistribution(["a", "b", None])}  # fmt: skip
+    conditional = {"a_x": FloatDistribution(0.0, 1.0)}
+    for round_ in range(3):
+        for _ in range(6):
+            trial = study.ask()
+            kind = trial.suggest_categorical("kind", ["a", "b", None])
+            value = trial.suggest_float("lr", 1e-5, 1e-1, log=True) * trial.suggest_int("n", 1, 64, log=True)
+            if kind == "a":
+                value += trial.suggest_float("a_x", 0.0, 1.0)
+            trial.report(value, 1)
+            study.tell(trial, *([TrialState.PRUNED] if value > 1 else [value]))
+        running = study.ask()
+        running.suggest_categorical("kind", ["a", "b", None])
+        for drawn_so_far in range(2):
+            if drawn_so_far:
+                running.suggest_float("lr", 1e-5, 1e-1, log=True), running.suggest_int("n", 1, 64, log=True)
+            trials = study.get_trials(deepcopy=False)
+            for space in (joint, conditional):
+                ours = sampler._get_internal_repr(trials[round_:], space, study)  # a moving window, as the bad trials' is
+                optunas = optuna.samplers.TPESampler._get_internal_repr(sampler, trials[round_:], space, study)
+                assert ours.keys() == optunas.keys()
+                for name in space:
+                    assert ours[name].tolist() == optunas[name].tolist(), (round_, drawn_so_far, name)
+        study.tell(running, state=TrialState.FAIL)
+
+
 def test_a_conditional_knob_is_sampled_only_where_its_parent_asks_for_it():
     study = optuna.create_study(sampler=RungTPESampler(seed=0, n_startup_trials=4))
     for _ in range(15):

@@ -161,6 +161,7 @@ class OptunaBridge(Searcher):
         self.counts = counts or Counts()
         self.running: dict[str, _Running] = {}
         self.last_asked_among: list[optuna.trial.FrozenTrial] | None = None  # the study's trials as the last Study.ask read them
+        self._finished_run = 0  # how many of the study's first trials are all finished (_slots_taken)
         self.space_sha = space.file_sha256
         self.driver = driver_id()
         self.artifacts = artifacts  # where each COMPLETE trial's best-epoch weights go; None: nowhere
@@ -321,12 +322,17 @@ class OptunaBridge(Searcher):
         where another driver gave a slot back, so a count that finds the study full is checked on a fresh read. Counting by
         creation order settles a race: of two drivers that each asked for the last slot, the later trial is surplus.
         """
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-        taken = [t for t in (self.study.get_trials(deepcopy=False) if trials is None else trials) if t.state in states]
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
+        # A finished trial stays finished: the run of them the study starts with is counted once, not at each suggestion.
+        while self._finished_run < len(trials) and trials[self._finished_run].state.is_finished():
+            self._finished_run += 1
+        taken = [t for t in trials[self._finished_run :] if t.state != TrialState.WAITING]  # RUNNING or finished
         if upto is None:
-            return len(taken)
+            return self._finished_run + len(taken)
         # The list is in creation order: only trials other drivers asked for since are past ``upto``.
-        return len(taken) - sum(1 for _ in itertools.takewhile(lambda t: t._trial_id > upto, reversed(taken)))
+        return (
+            self._finished_run + len(taken) - sum(1 for _ in itertools.takewhile(lambda t: t._trial_id > upto, reversed(taken)))
+        )
 
     def _absorb(self, live: _Running, result: Mapping[str, Any]) -> None:
         """Record one validation epoch's result once, however Ray delivers it."""
