@@ -69,17 +69,24 @@ def _stored_key(number: int) -> str:
 class StoredRungsASHA(ASHAScheduler):
     """Ray's ASHA, its rungs starting with the stored trials' values; a continued trial takes over its own.
 
-    ``gated``: a trial repeating an earlier one's first two epochs is stopped, and past the last rung goes only a trial
-    better there than the best trial that trained every epoch was."""
+    ``gated``: a trial repeating an earlier one's first two epochs is stopped, and past ``gate_rung`` (the settings'
+    :attr:`AshaSettings.gate_rung`, as the bridge has it) goes only a trial better there than the best trial that trained
+    every epoch was."""
 
-    def __init__(self, curves: Curves, gated: bool = False, stop_reasons: dict[str, str] | None = None, **asha):
+    def __init__(
+        self,
+        curves: Curves,
+        gated: bool = False,
+        gate_rung: int | None = None,
+        stop_reasons: dict[str, str] | None = None,
+        **asha,
+    ):
         super().__init__(**asha)
         self._curves = curves
         # Ray trial id -> why it was stopped short of its last epoch: the bridge stores it on the PRUNED trial.
         self.stop_reasons = {} if stop_reasons is None else stop_reasons
         self._numbers: dict[str, int] = {}  # trial key (a Ray trial id, or a stored trial's) -> its Optuna trial number
-        below_last_epoch = [rung for rung, _ in self._brackets[0]._rungs if rung < self._max_t]
-        self._gate_rung = max(below_last_epoch) if gated and below_last_epoch else None
+        self._gate_rung = gate_rung if gated else None
         self._at_gate: dict[str, float] = {}  # trial -> its value at the gate rung, signed as ASHA's (higher is better)
         # (last-epoch value, value at the gate, the trial's key) of the best finished trial, values signed
         self._best_finished: tuple[float, float | None, str] | None = None
@@ -198,6 +205,7 @@ def stored_rungs_asha(
     """The run's ASHA: its rungs and brackets as ``asha`` says, started with the stored ``curves``; why it stopped each trial
     short goes to ``stop_reasons`` (by Ray trial id)."""
     return StoredRungsASHA(
-        curves, gated=asha.gated, stop_reasons=stop_reasons, time_attr="epoch", metric=metric, mode=mode, max_t=asha.max_epochs,
-        grace_period=asha.grace_period, reduction_factor=asha.reduction_factor, brackets=len(asha.first_rungs),
+        curves, gated=asha.gated, gate_rung=asha.gate_rung, stop_reasons=stop_reasons, time_attr="epoch", metric=metric,
+        mode=mode, max_t=asha.max_epochs, grace_period=asha.grace_period, reduction_factor=asha.reduction_factor,
+        brackets=len(asha.first_rungs),
     )  # fmt: skip
