@@ -106,9 +106,16 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, smoke: bool = 
     return SyneTuneAgent(scheduler, MAX_EPOCHS_KEY)
 
 
-def methods(anchors: tuple[str, ...]) -> dict[str, str]:
+def methods(anchors: tuple[str, ...], references: tuple[str, ...] = REFERENCES) -> dict[str, str]:
     """A section's methods and their labels: its anchors, then the references each anchor is paired with."""
-    return {**{name: SCHEDULERS[name] for name in anchors}, **{name: search_quality.METHODS[name] for name in REFERENCES}}
+    return {**{name: SCHEDULERS[name] for name in anchors}, **{name: search_quality.METHODS[name] for name in references}}
+
+
+def references_in(rows: list[dict]) -> tuple[str, ...]:
+    """The references the rows were run with: the default of the day they were measured (it may have changed since),
+    then random + ASHA, so that stored rows are paired and labelled as measured."""
+    measured = {row["method"] for row in rows}
+    return tuple(name for name in search_quality.METHODS if name in measured)
 
 
 def measure(smoke: bool = False, anchors: tuple[str, ...] = ANCHORS) -> list[dict]:
@@ -136,15 +143,16 @@ def measure(smoke: bool = False, anchors: tuple[str, ...] = ANCHORS) -> list[dic
 
 def table(rows: list[dict], anchors: tuple[str, ...] = ANCHORS) -> str:
     """Per family and method: median regret (IQR) at half and all of the budget, and each anchor paired with the
-    default and with random + ASHA on the same task and seed."""
-    labels = methods(anchors)
+    default it was run beside and with random + ASHA on the same task and seed."""
+    references = references_in(rows)
+    labels = methods(anchors, references)
     families = list(dict.fromkeys(row["family"] for row in rows))
     by_run = {(row["method"], row["problem"], row["seed"]): row for row in rows}
     lines = [
         "| family | method | runs | regret at 1/2 budget | at full budget | trials | median s a run "
-        + "".join(f"| against {labels[reference]} at full budget " for reference in REFERENCES)
+        + "".join(f"| against {labels[reference]} at full budget " for reference in references)
         + "|",
-        "|---|---|---|---|---|---|---|" + "---|" * len(REFERENCES),
+        "|---|---|---|---|---|---|---|" + "---|" * len(references),
     ]
     for family in families:
         for method, label in labels.items():
@@ -162,7 +170,7 @@ def table(rows: list[dict], anchors: tuple[str, ...] = ANCHORS) -> str:
                 )
                 if method in anchors
                 else "-"
-                for reference in REFERENCES
+                for reference in references
             ]
             lines.append(
                 f"| {family} | {label} | {len(runs)} | {search_quality._cell(runs, 'regret_0.5')} "
@@ -177,6 +185,11 @@ def table(rows: list[dict], anchors: tuple[str, ...] = ANCHORS) -> str:
         "mean difference in regret (below 0: the anchor is better) with its 90 % interval over the seeds, as there; an "
         "interval that spans 0 is no measured difference."
     )
+    if references[0] != search_quality.DEFAULT_METHOD:
+        note += (
+            f" These rows were measured when the default was {labels[references[0]]}; the section's next run pairs the"
+            f" anchors with today's, {search_quality.METHODS[search_quality.DEFAULT_METHOD]}."
+        )
     return "\n".join(lines) + "\n\n" + note
 
 

@@ -264,3 +264,24 @@ def test_search_quality_refuses_a_method_it_does_not_know():
 
     with pytest.raises(ValueError, match="unknown search-quality method 'random_asha'"):
         make_agent("random_asha", SyntheticTask("branin_lr"), seed=0, budget=27)
+
+
+def test_stored_anchor_rows_are_paired_with_the_default_they_were_measured_beside():
+    from benchmarks import anchors, search_quality
+
+    earlier = "tune_bohb-brackets"
+    assert earlier != search_quality.DEFAULT_METHOD
+    rows = [
+        {"family": "synthetic", "problem": "branin_lr", "seed": seed, "method": method, "regret_0.5": regret, "regret_1": regret,
+         "trials": 10, "wall_seconds": 1.0}
+        for seed in range(3)
+        for method, regret in (("syne_mobster", 0.1 + seed / 10), ("syne_hypertune", 0.3), (earlier, 0.2), ("ray_random_asha", 0.4))
+    ]  # fmt: skip
+    text = anchors.table(rows)
+    header = text.splitlines()[0]
+    assert f"against {search_quality.METHODS[earlier]} at full budget" in header
+    assert search_quality.METHODS[search_quality.DEFAULT_METHOD] not in header
+    mobster = next(line for line in text.splitlines() if f"| {anchors.SCHEDULERS['syne_mobster']} |" in line)
+    # Against the earlier default: 0.1, 0.2, 0.3 against 0.2 (one better, one worse); against random: 0.3 to 0.1 better each.
+    assert re.search(r"\| 1 / 1, \+0\.000 \([^)]*\) \| 3 / 0, -0\.200 \([^)]*\) \|$", mobster), mobster
+    assert f"measured when the default was {search_quality.METHODS[earlier]}" in text
