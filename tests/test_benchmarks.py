@@ -285,3 +285,72 @@ def test_stored_anchor_rows_are_paired_with_the_default_they_were_measured_besid
     # Against the earlier default: 0.1, 0.2, 0.3 against 0.2 (one better, one worse); against random: 0.3 to 0.1 better each.
     assert re.search(r"\| 1 / 1, \+0\.000 \([^)]*\) \| 3 / 0, -0\.200 \([^)]*\) \|$", mobster), mobster
     assert f"measured when the default was {search_quality.METHODS[earlier]}" in text
+
+
+def test_seed_spaces_scores_a_study_against_its_own_documented_configs():
+    """A hand-made study (no training): which trials count, and the epochs trained when the documented configs were beaten."""
+    import dataclasses
+    import datetime
+
+    import optuna
+
+    from benchmarks.seed_spaces import scored
+    from studies.records import ATTR_BASELINE, ATTR_EPOCHS, METRIC_PREFIX, STUDY_ASHA, STUDY_OBJECTIVES
+    from studies.space import AshaSettings
+
+    study = optuna.create_study(direction="minimize")
+    study.set_user_attr(STUDY_OBJECTIVES, [["val_loss", "minimize"]])
+    study.set_user_attr(STUDY_ASHA, dataclasses.asdict(AshaSettings(10, 1, 3)))
+    start = datetime.datetime(2026, 1, 1)
+    # (state, val_loss, epochs, documented name, minute it finished, outside the constraints); added by number, finishing
+    # out of order as parallel trials do: trial 5 before trial 4, trial 2 last
+    trials = [
+        ("COMPLETE", 0.5, 10, "A", 1, False),
+        ("PRUNED", None, 1, "B", 2, False),
+        ("PRUNED", None, 3, None, 9, False),
+        ("COMPLETE", 0.6, 10, None, 4, False),
+        ("COMPLETE", 0.4, 10, None, 6, False),
+        ("COMPLETE", 0.45, 10, None, 5, False),
+        ("COMPLETE", 0.1, 10, None, 7, True),  # best by value, but outside the study's constraints
+        ("FAIL", None, 2, None, 8, False),
+    ]
+    for state, value, epochs, name, minute, outside in trials:
+        attrs = {ATTR_EPOCHS: epochs, **({ATTR_BASELINE: name} if name else {})}
+        attrs |= {f"{METRIC_PREFIX}val_loss": value} if value is not None else {}
+        trial = optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state], value=value if state == "COMPLETE" else None, user_attrs=attrs,
+            intermediate_values={1: 1.0} if state == "PRUNED" else None,
+        )  # fmt: skip
+        trial.datetime_start, trial.datetime_complete = start, start + datetime.timedelta(minutes=minute)
+        trial.set_constraint("c", 1.0 if outside else 0.0)
+        study.add_trial(trial)
+
+    got = scored(study)
+    assert (got["best"], got["best_trial"], got["best_is_documented"]) == (0.4, 4, False)
+    assert (got["best_documented"], got["best_documented_name"], got["documented_stopped"]) == (0.5, "A", 1)
+    assert got["beaten_after_epochs"] == 10 + 1 + 10 + 10  # trials 0, 1, 3 and 5, which beat A first; trial 2 finished later
+    assert (got["epochs"], got["documented_epochs"]) == (56, 2 * 10)
+    assert (got["trials"], got["complete"], got["fail"]) == (8, 5, 1)
+    assert got["curve"] == [[10, 0.5], [31, 0.45], [41, 0.4]]
+
+
+def test_seed_spaces_runs_each_space_with_the_default_and_random_search(smoke_run):
+    from benchmarks.seed_spaces import METHODS, SMOKE_EPOCHS, SMOKE_SEEDS, SMOKE_SPACES, SMOKE_TRIALS
+    from search_spaces import abag
+
+    results, out = smoke_run
+    rows = record(out, "seed_spaces")["rows"]
+    assert [(r["space"], r["method"], r["seed"]) for r in rows] == [
+        (space, method, seed) for space in SMOKE_SPACES for seed in SMOKE_SEEDS for method in METHODS
+    ]
+    for row in rows:
+        assert row["trials"] == SMOKE_TRIALS and row["fail"] == 0
+        assert row["documented_epochs"] == len(abag.BASELINES) * SMOKE_EPOCHS
+        assert row["best_documented_name"] in abag.BASELINES  # the study ran the log's documented configs first
+        assert row["curve"][-1][1] == row["best"] and row["curve"][-1][0] <= row["epochs"]
+        beat = row["beaten_after_epochs"] is not None
+        assert beat == (row["best"] < row["best_documented"]) and beat != row["best_is_documented"]
+    text = section_text(results, record(out, "seed_spaces")["title"])
+    for space in SMOKE_SPACES:  # the per-space summary: one line per search, over every seed
+        for label in METHODS.values():
+            assert f"\n| {space} | {label} | {len(SMOKE_SEEDS)} | " in text
