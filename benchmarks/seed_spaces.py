@@ -159,8 +159,10 @@ def method_label(row: dict) -> str:
 
 
 def _documented(row: dict) -> str:
-    if row["best_documented"] is None:  # ASHA stopped every one: the study holds no full-epoch value of any
-        return f"- (all {row['documented_stopped']} stopped by ASHA)"
+    if row["documented_epochs"] == 0:
+        return "- (the space documents none)"
+    if row["best_documented"] is None:  # ASHA stopped every one (or it failed): the study holds no full-epoch value of any
+        return "- (none finished)"
     return f"{_number(row['best_documented'])} ({row['best_documented_name']})"
 
 
@@ -197,7 +199,7 @@ def table(rows: list[dict]) -> str:
             runs = [row for row in rows if row["space"] == name and row["method"] == method]
             beaten = [row for row in runs if row["beaten_after_epochs"] is not None]
             within = [row for row in beaten if row["beaten_after_epochs"] <= row["documented_epochs"]]
-            unfinished = sum(row["best_documented"] is None for row in runs)
+            unfinished = sum(row["best_documented"] is None and row["documented_epochs"] > 0 for row in runs)
             found = [row["best"] for row in runs if row["best"] is not None]
             lines.append(
                 f"| {name} | {method_label(runs[0])} | {len(runs)} | {len(beaten)} | {len(within)} | {unfinished} "
