@@ -90,13 +90,19 @@ def scored(study) -> dict:
 
     found, documented = best(complete), best([t for t in complete if t.user_attrs.get(ATTR_BASELINE)])
     numbers = {t.number for t in complete}
-    beaten_after, spent = None, 0
+    bar = None if documented is None else sign * metric_value(documented, objective)
+    # The anytime curve of the plot, (epochs trained when it finished, best COMPLETE value so far), and where it first went
+    # past the best documented config with a config of the study's own.
+    curve, beaten_after, spent = [], None, 0
     for trial in finished:
         spent += trial.user_attrs.get(ATTR_EPOCHS, 0)
-        better = documented is not None and trial.number in numbers and not trial.user_attrs.get(ATTR_BASELINE)
-        if better and sign * metric_value(trial, objective) < sign * metric_value(documented, objective):
+        if trial.number not in numbers:
+            continue
+        value = metric_value(trial, objective)
+        if not curve or sign * value < sign * curve[-1][1]:
+            curve.append([spent, value])
+        if beaten_after is None and bar is not None and sign * value < bar and not trial.user_attrs.get(ATTR_BASELINE):
             beaten_after = spent
-            break
     baselines = [t for t in trials if t.user_attrs.get(ATTR_BASELINE)]
     return {
         "objective": objective,
@@ -113,22 +119,8 @@ def scored(study) -> dict:
         "trials": len(trials),
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
         "fail": sum(t.state == TrialState.FAIL for t in trials),
-        # (epochs trained when it finished, best COMPLETE value so far): the anytime curve of the plot
-        "curve": _curve(finished, numbers, objective, sign),
+        "curve": curve,
     }
-
-
-def _curve(finished, complete: set[int], objective: str, sign: int) -> list[list[float]]:
-    from studies.records import ATTR_EPOCHS
-    from studies.store.catalog import metric_value
-
-    points, spent, best = [], 0, None
-    for trial in finished:
-        spent += trial.user_attrs.get(ATTR_EPOCHS, 0)
-        if trial.number in complete and (best is None or sign * metric_value(trial, objective) < sign * best):
-            best = metric_value(trial, objective)
-            points.append([spent, best])
-    return points
 
 
 def measure(smoke: bool = False) -> list[dict]:
@@ -163,14 +155,15 @@ def _documented(row: dict) -> str:
         return "- (the space documents none)"
     if row["best_documented"] is None:  # ASHA stopped every one (or it failed): the study holds no full-epoch value of any
         return "- (none finished)"
-    return f"{_number(row['best_documented'])} ({row['best_documented_name']})"
+    stopped = f"; {row['documented_stopped']} stopped" if row["documented_stopped"] else ""
+    return f"{_number(row['best_documented'])} ({row['best_documented_name']}{stopped})"
 
 
 def table(rows: list[dict]) -> str:
     grids = "; ".join(f"{name}'s: `{grid['command']}`" for name, grid in LOG_GRIDS.items())
     lines = [
         "Each space's first objective. Best documented: the best documented config that finished in that "
-        "study (ASHA may stop any). Beaten after: epochs the study had trained (each trial counted when it finished) when a "
+        "study, and how many documented configs did not finish (ASHA may stop any). Beaten after: epochs the study had trained (each trial counted when it finished) when a "
         "new config first finished better than the best documented. Documented configs' epochs: each documented config "
         f"trained to the space's epochs, the log's own runs at this scale. The log's grid: {grids}.",
         "",
