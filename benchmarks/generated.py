@@ -48,6 +48,8 @@ HELD_OUT_TASKS = 16
 HELD_OUT_FAMILIES = ("once-held-out", "held-out")
 # The tasks past those, none of them run before the unseen section (benchmarks/unseen.py) first measured them.
 UNSEEN_FAMILY, UNSEEN_TASKS = "unseen", 32
+# The tasks past those: benchmarks/documented.py's, each with the configs a log would document.
+DOCUMENTED_FIRST_TASK = TASKS + HELD_OUT_TASKS * len(HELD_OUT_FAMILIES) + UNSEEN_TASKS
 SAMPLES = 20_000  # random configs for the scale (median) and the starts of the refinement of the best
 REFINED_STARTS = 8  # per optimizer choice: the best random configs refined by L-BFGS-B
 OTHER_KNOBS = {  # what a trainer's knobs are like: their ranges and scales
@@ -86,9 +88,10 @@ class GeneratedTask:
     typical: tuple[float, float] = (0.0, 1.0)  # the asymptote's least and median over random configs: pace's scale
     scale: tuple[float, float] = (0.0, 1.0)  # the final value's best and median: 0 and 1 after scaling
     family: str = "generated"
+    documented: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # a log's configs: benchmarks/documented.py
 
     @property
-    def _numeric(self) -> list[str]:
+    def numeric_knobs(self) -> list[str]:
         return [name for name, knob in self.knobs.items() if not isinstance(knob, Categorical)]
 
     def asymptote(self, unit: np.ndarray, choice: np.ndarray) -> np.ndarray:
@@ -111,7 +114,7 @@ class GeneratedTask:
         return np.where(epoch >= diverges_at, np.nan, value)
 
     def _encode(self, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        unit = np.array([[unit_coordinate(self.knobs[name], params[name]) for name in self._numeric]])
+        unit = np.array([[unit_coordinate(self.knobs[name], params[name]) for name in self.numeric_knobs]])
         optimizer = self.knobs.get("optimizer")
         choice = np.array([category_code(optimizer, params["optimizer"]) if optimizer else 0])
         return unit, choice
@@ -179,16 +182,22 @@ def generated_task(index: int) -> GeneratedTask:
     return dataclasses.replace(task, scale=(best, float(np.nanmedian(finals))), description=described)
 
 
-def _refined(task: GeneratedTask, unit: np.ndarray, choice: int, finals: np.ndarray) -> float:
-    """The least final value with optimizer ``choice``: the best random configs, refined within the unit box."""
+def local_optimum(task: GeneratedTask, start: np.ndarray, choice: int) -> tuple[np.ndarray, float]:
+    """The local optimum of the final value that L-BFGS-B reaches from ``start`` (unit coordinates) with optimizer ``choice``,
+    within the unit box, and its unscaled value: a config that diverges counts as 1e9, so the search stays off it."""
 
     def final(point: np.ndarray) -> float:
         value = task.raw(point[None, :], np.array([choice]), task.max_epochs)[0]
         return float(value) if math.isfinite(value) else 1e9
 
+    found = minimize(final, start, method="L-BFGS-B", bounds=[(0.0, 1.0)] * len(start))
+    return found.x, float(found.fun)
+
+
+def _refined(task: GeneratedTask, unit: np.ndarray, choice: int, finals: np.ndarray) -> float:
+    """The least final value with optimizer ``choice``: the best random configs, refined within the unit box."""
     starts = unit[np.argsort(np.where(np.isfinite(finals), finals, np.inf))[:REFINED_STARTS]]
-    bounds = [(0.0, 1.0)] * unit.shape[1]
-    return min(minimize(final, start, method="L-BFGS-B", bounds=bounds).fun for start in starts)
+    return min(local_optimum(task, start, choice)[1] for start in starts)
 
 
 @functools.lru_cache(maxsize=None)

@@ -37,6 +37,9 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
   a candidate for robustness.
 - ``brackets_near_copy_0.1``: ``bohb-brackets`` that passes over TPE's candidates within 10 % of a seen config on every
   knob, against its 2 %: the issue's clones were within about 10 % of each other.
+- ``gated_random_1``: ``bohb-gated`` with every config random: its scheduler without its model.
+- ``gated_no_prior``: ``bohb-gated`` drawing its random share uniformly, none about the documented configs; only where a
+  task documents configs (:mod:`benchmarks.documented`), which every method here then runs first.
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -95,10 +98,17 @@ VARIANTS = {
         {"random_fraction": 1.0},
         "bohb-gated",
     ),
+    "gated_no_prior": (
+        "ablation: bohb-gated without the prior (the documented configs run first, its random share all uniform)",
+        {"prior": []},
+        "bohb-gated",
+    ),
 }
 # Listed after the stock methods: a method's colour is its place in METHODS, and the plots measured before these existed
 # keep theirs.
-LATER_VARIANTS = ("gated_random_1",)
+LATER_VARIANTS = ("gated_random_1", "gated_no_prior")
+# Where no config is documented (every family here) it is bohb-gated itself: run only in benchmarks/documented.py.
+DOCUMENTED_ONLY = ("gated_no_prior",)
 METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
     **{method: label for method, (label, _, _) in VARIANTS.items() if method not in LATER_VARIANTS},
@@ -155,6 +165,11 @@ def problems(smoke: bool) -> list[BenchmarkProblem]:
     return [family[0] for family in families if family] if smoke else [task for family in families for task in family]
 
 
+def documented_configs(problem: BenchmarkProblem) -> dict[str, dict]:
+    """The configs a log documents for ``problem``, which every method runs first: only benchmarks/documented.py's tasks name any."""
+    return getattr(problem, "documented", {})
+
+
 def problem_space(problem: BenchmarkProblem) -> Space:
     """The problem as the search space the bridge searches; it never trains through a trainer, so it names none."""
     return Space(
@@ -163,7 +178,7 @@ def problem_space(problem: BenchmarkProblem) -> Space:
         config=dict(problem.knobs),
         knobs=dict(problem.knobs),
         fixed={},
-        baselines={},
+        baselines=dict(documented_configs(problem)),
         objectives=[Objective(OBJECTIVE, "minimize")],
         budget=Budget(max_epochs=problem.max_epochs, grace_period=GRACE_PERIOD, reduction_factor=REDUCTION_FACTOR),
         resources=Resources(cpus=1),
@@ -182,18 +197,20 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int, s
     asha = AshaSettings(problem.max_epochs, GRACE_PERIOD, REDUCTION_FACTOR)
     if method.startswith("tune_") or method in VARIANTS:
         from studies.driver.bridge import OptunaBridge
+        from studies.driver.run import baseline_queue, enqueue_once
         from studies.driver.rungs import stored_rungs_asha
         from studies.rung_tpe import RungTPESampler
         from studies.samplers import SAMPLERS, SamplerSettings, make_sampler
 
         if method in VARIANTS:
             _, settings, name = VARIANTS[method]
-            sampler = RungTPESampler(seed=seed, **settings)
+            sampler = RungTPESampler(seed=seed, **{"prior": list(space.baselines.values()), **settings})
         else:
             name = method[len("tune_") :]
             sampler = make_sampler(name, space, SamplerSettings(seed=seed))
         asha = dataclasses.replace(asha, brackets=SAMPLERS[name].brackets, gated=SAMPLERS[name].gated)
         study = optuna.create_study(sampler=sampler, direction="minimize")
+        enqueue_once(study, baseline_queue(space))  # as run_study does: the documented configs first
         # Each trial trains an epoch at least: the budget in epochs bounds the trials.
         bridge = OptunaBridge(
             study, space, max_epochs=problem.max_epochs, target=budget, first_rungs=asha.first_rungs, gate_rung=asha.gate_rung
@@ -207,7 +224,7 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int, s
         searcher = OptunaSearch(
             # Optuna's distributions, which OptunaSearch takes as they are; conditions dropped: an inactive knob is ignored.
             space={name: knob.distribution() for name, knob in problem.knobs.items()},
-            metric=OBJECTIVE, mode="min", sampler=sampler, seed=seed,
+            metric=OBJECTIVE, mode="min", sampler=sampler, seed=seed, points_to_evaluate=list(space.baselines.values()) or None,
         )  # fmt: skip
         scheduler = ASHAScheduler(
             time_attr="epoch", metric=OBJECTIVE, mode="min", max_t=asha.max_epochs,
@@ -226,6 +243,8 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int, s
     study = optuna.create_study(
         study_name=f"{problem.name}-{seed}", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, direction="minimize"
     )
+    for params in space.baselines.values():
+        study.enqueue_trial(params)
     return OptunaPrunerAgent(study, space.suggest)
 
 
@@ -260,7 +279,7 @@ def run_one(method: str, problem: BenchmarkProblem, seed: int, budget_trainings:
 
 def measure(
     smoke: bool = False,
-    methods: tuple[str, ...] = tuple(METHODS),
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m not in DOCUMENTED_ONLY),
     tasks: list[BenchmarkProblem] | None = None,
     seeds: int = SEEDS,
 ) -> list[dict]:

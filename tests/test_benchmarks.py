@@ -174,13 +174,14 @@ def test_trainers_measure_every_family_and_say_whether_a_gpu_was_there(smoke_run
 
 @pytest.mark.skipif("search_quality" not in READY, reason=str(not_ready("search_quality")))
 def test_search_quality_runs_every_method_on_every_family_at_three_budget_fractions(smoke_run):
-    from benchmarks.search_quality import FRACTIONS, METHODS
+    from benchmarks.search_quality import DOCUMENTED_ONLY, FRACTIONS, METHODS
 
     results, out = smoke_run
     rows = record(out, "search_quality")["rows"]
     families = {row["family"] for row in rows}
     assert families == {"synthetic", "recorded", "yahpo", "generated"}
-    assert {(row["family"], row["method"]) for row in rows} == {(f, m) for f in families for m in METHODS}
+    measured = set(METHODS) - set(DOCUMENTED_ONLY)  # no task of these families documents a config
+    assert {(row["family"], row["method"]) for row in rows} == {(f, m) for f in families for m in measured}
     for row in rows:
         assert row["epochs_spent"] <= row["epochs_budget"]
         regrets = [row[f"regret_{fraction:g}"] for fraction in FRACTIONS]
@@ -264,6 +265,56 @@ def test_search_quality_refuses_a_method_it_does_not_know():
 
     with pytest.raises(ValueError, match="unknown search-quality method 'random_asha'"):
         make_agent("random_asha", SyntheticTask("branin_lr"), seed=0, budget=27)
+
+
+def test_every_method_runs_a_tasks_documented_configs_first_as_its_library_takes_them():
+    from benchmarks.documented import METHODS, documented_task
+    from benchmarks.generated import DOCUMENTED_FIRST_TASK
+    from benchmarks.search_quality import make_agent
+
+    task = documented_task(DOCUMENTED_FIRST_TASK)
+    assert list(task.documented) == ["first", "tuned"]
+    assert all(set(params) == set(task.knobs) for params in task.documented.values())
+    best_documented = min(task.regret(params) for params in task.documented.values())
+    assert 0 <= best_documented < task.regret(task.documented["first"])  # the hand-tuned config is the better one
+    for method in METHODS:
+        agent = make_agent(method, task, seed=0, budget=10 * task.max_epochs)
+        asked = [agent.ask(str(trial)) for trial in range(3)]
+        assert asked[:2] == list(task.documented.values()), method
+        assert asked[2] not in task.documented.values(), method  # then the method's own configs
+
+
+def test_documented_runs_every_method_and_keeps_what_each_run_had_to_beat(smoke_run):
+    from benchmarks.documented import METHODS, documented_problems
+
+    results, out = smoke_run
+    rows = record(out, "documented")["rows"]
+    (task,) = documented_problems(1).values()
+    assert sorted(row["method"] for row in rows) == sorted(METHODS)
+    for row in rows:
+        assert row["problem"] == task.name and row["family"] == task.family
+        assert row["documented_regret"] == min(task.regret(params) for params in task.documented.values())
+    text = section_text(results, record(out, "documented")["title"])
+    assert f"| {task.name} | {task.family} | {task.description} |" in text
+
+
+def test_documented_counts_the_runs_that_found_a_config_better_than_the_documented_and_when():
+    from benchmarks.documented import beaten_table
+    from benchmarks.search_quality import DEFAULT_METHOD, METHODS
+
+    def run(method, regrets, curve):
+        at_fractions = dict(zip(("regret_0.25", "regret_0.5", "regret_1"), regrets))
+        return {"family": "f", "method": method, "documented_regret": 0.2, "curve": curve, **at_fractions}
+
+    rows = [
+        run(DEFAULT_METHOD, (None, 0.3, 0.1), [None, 0.3, 0.1, 0.1]),  # better from 3/4 of the budget on
+        run(DEFAULT_METHOD, (0.15, 0.15, 0.15), [0.15, 0.15, 0.15, 0.15]),  # from 1/4
+        run(DEFAULT_METHOD, (0.2, 0.2, 0.2), [0.2, 0.2, 0.2, 0.2]),  # the documented config itself: not better
+        run("ray_random_asha", (None, None, 0.25), [None, None, None, 0.25]),
+    ]
+    lines = {line.split(" | ")[1]: line for line in beaten_table(rows).splitlines() if line.startswith("| f |")}
+    assert lines[METHODS[DEFAULT_METHOD]] == f"| f | {METHODS[DEFAULT_METHOD]} | 3 | 1 | 1 | 2 | 0.50 of the budget |"
+    assert lines[METHODS["ray_random_asha"]] == f"| f | {METHODS['ray_random_asha']} | 1 | 0 | 0 | 0 | never |"
 
 
 def test_stored_anchor_rows_are_paired_with_the_default_they_were_measured_beside():
