@@ -106,7 +106,11 @@ def measure(smoke: bool = False) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    return "\n\n".join([search_quality.table(rows), beaten_table(rows), tasks_table(rows)])
+    """Search quality's tables; the same pairs with the default without its prior (what the prior is worth); the runs
+    that beat the documented configs; the tasks."""
+    families = list(dict.fromkeys(row["family"] for row in rows))
+    without_prior = search_quality.paired_table(rows, families, "gated_no_prior")
+    return "\n\n".join([search_quality.table(rows), without_prior, beaten_table(rows), tasks_table(rows)])
 
 
 def beaten_table(rows: list[dict]) -> str:

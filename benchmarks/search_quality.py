@@ -99,7 +99,7 @@ VARIANTS = {
         "bohb-gated",
     ),
     "gated_no_prior": (
-        "ablation: bohb-gated without the prior (the documented configs run first, its random share all uniform)",
+        "ablation: bohb-gated without its prior (its random share all uniform)",
         {"prior": []},
         "bohb-gated",
     ),
