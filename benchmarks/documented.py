@@ -4,7 +4,7 @@ The other families start every search from nothing. The researchers' spaces star
 ``tune run`` trains those first, and its bohb samplers draw half of their random share about them (PriorBand's prior,
 :mod:`studies.rung_tpe`). A documented config is often close to the best, and the gain past it small beside the noise of
 one epoch (flyvis: the log's baseline 0.1534, the best found 0.1428, a config's value moving by about 0.01 from epoch to
-epoch; the README's item-4 paragraph): the epochs must go to finding a config better than one already known. This
+epoch; the README's "How they compare"): the epochs must go to finding a config better than one already known. This
 section measures that on tasks where the answer is known.
 
 Each task is a generated task (:mod:`benchmarks.generated`), from index 72 on: past every task another section draws.
@@ -23,7 +23,8 @@ Every method gets the documented configs first, as its library takes configs to 
 it does a space's baselines; stock Ray Tune as OptunaSearch's ``points_to_evaluate``; plain Optuna by ``enqueue_trial``.
 An ablation, the default without the prior, runs them first and draws its random share uniformly. Besides regret (the
 search-quality tables), the section counts the runs whose recommended config is better than the best documented one,
-noise-free, at each budget fraction, and when each first was: item 4's question.
+noise-free, at each budget fraction, and when each first was: the question :mod:`benchmarks.seed_spaces` asks of the
+logs' own spaces, where the answer is not known.
 """
 
 from __future__ import annotations
