@@ -6,8 +6,7 @@ them, which ASHA promotes in turn. BOHB (Falkner, Klein and Hutter, ICML 2018) a
 both kept here:
 
 - **One budget at a time.** The model compares trials at the highest epoch that at least
-  ``min_points`` trials have reached (with ASHA, a rung; by default the knobs + 1 as in BOHB, at most
-  ``MAX_RUNG_POINTS``), by their value there, whether they were
+  ``min_points`` trials have reached (with ASHA, a rung), by their value there, whether they were
   later PRUNED or COMPLETE. The best ``top_fraction`` of those are "good"; the rest, the trials ASHA
   stopped before that epoch and the RUNNING ones (Optuna's constant liar) are "bad". TPE then proposes
   where good is likely and bad is not (its Parzen estimators, multivariate as in BOHB).
@@ -84,12 +83,6 @@ from studies.records import ATTR_REASON, REASON_DIVERGED
 # on the search-quality benchmark's three families (benchmarks/RESULTS.md, the random-share ablations), so half it is.
 RANDOM_FRACTION = 1 / 2
 TOP_FRACTION = 0.15
-# BOHB's dimensions + 1 is what its multivariate KDE needs to be fitted at all; Optuna's Parzen estimator has a prior
-# kernel and fits from one point. With many knobs (11 on YAHPO's xgboost, 10 to 22 in search_spaces/) waiting for
-# dimensions + 1 trials kept the model on a low rung: capped at 6, paired over 60 seeds on YAHPO's 15 data sets, regret
-# fell by 0.016 and 0.028 at half the budget and 0.014 and 0.018 at the full one (first 5, other 10), with no measured
-# change on the generated, recorded and synthetic families (20 seeds each, 2026-12-07; benchmarks/yahpo_model.py).
-MAX_RUNG_POINTS = 6
 MAX_GOOD = 25  # as Optuna's TPE caps its good set: past this, more good points only blur the estimator
 # The bad estimator sees at most this many trials, the latest: a suggestion then costs the same at 10 000 trials as at
 # a few hundred, and the latest trials are where the search is now.
@@ -261,7 +254,7 @@ class RungTPESampler(TPESampler):
     ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         if not scores.trials:
             return [], running
-        rung = scores.rung(self._min_points or min(dimensions + 1, MAX_RUNG_POINTS))
+        rung = scores.rung(self._min_points or dimensions + 1)
         if self._rung_check and not scores.ranks_as_later(rung):
             return [], running
         ranked = scores.ranked_at(rung)
