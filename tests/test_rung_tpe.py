@@ -9,8 +9,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
-from studies.records import ATTR_FIRST_RUNG, ATTR_REASON, REASON_DIVERGED, STUDY_ASHA
-from studies.rung_tpe import MISLEAD_TRIALS, NEAR_COPY, FirstRungChoice, RungTPESampler
+from studies.records import ATTR_BASELINE, ATTR_FIRST_RUNG, ATTR_REASON, REASON_DIVERGED, STUDY_ASHA
+from studies.rung_tpe import MAX_RUNG_POINTS, MISLEAD_TRIALS, NEAR_COPY, FirstRungChoice, RungTPESampler
 from studies.samplers import BOHB_BRACKETS, SAMPLERS, SamplerSettings, make_sampler
 from studies.space import load_space
 
@@ -54,6 +54,30 @@ def test_trials_are_judged_at_the_highest_epoch_enough_of_them_reached():
     assert [t.number for t in good] == [4]
     good, _ = RungTPESampler(seed=0, min_points=2, top_fraction=0.2).split_at_rung(trials, StudyDirection.MINIMIZE, 1)
     assert [t.number for t in good] == [1]
+
+
+def test_many_knobs_are_modelled_at_a_rung_once_max_rung_points_drawn_trials_reached_it():
+    # Eleven knobs: BOHB would wait for 12 trials at epoch 3 and judge at epoch 1 until then; 6 the search drew are enough.
+    reached_3 = [stored(n, {1: 0.9 - n / 100, 3: 0.2 if n == 2 else 0.5 + n / 100}, TrialState.PRUNED) for n in range(6)]
+    stopped_at_1 = [stored(6 + n, {1: 0.4 if n == 0 else 0.95}, TrialState.PRUNED) for n in range(10)]
+    trials = reached_3 + stopped_at_1
+    assert MAX_RUNG_POINTS == len(reached_3) < 11 + 1
+    sampler = RungTPESampler(seed=0, top_fraction=0.05, rung_check=False)  # the split alone
+    good, _ = sampler.split_at_rung(trials, StudyDirection.MINIMIZE, dimensions=11)
+    assert [t.number for t in good] == [2]  # best at epoch 3, though poor at epoch 1
+    bohb = RungTPESampler(seed=0, min_points=11 + 1, top_fraction=0.05, rung_check=False)
+    good, _ = bohb.split_at_rung(trials, StudyDirection.MINIMIZE, dimensions=11)
+    assert [t.number for t in good] == [6]  # BOHB's dimensions + 1: still judged at epoch 1
+    # With few knobs the rung still needs only the knobs + 1 trials.
+    good, _ = RungTPESampler(seed=0, top_fraction=0.05, rung_check=False).split_at_rung(
+        reached_3[:3] + stopped_at_1, StudyDirection.MINIMIZE, dimensions=2
+    )
+    assert [t.number for t in good] == [2]
+    # Documented configs at epoch 3 do not count towards the 6: with two of them among the six, epoch 1 it is again.
+    for trial in reached_3[:2]:
+        trial.user_attrs[ATTR_BASELINE] = "documented"
+    good, _ = RungTPESampler(seed=0, top_fraction=0.05, rung_check=False).split_at_rung(trials, StudyDirection.MINIMIZE, 11)
+    assert [t.number for t in good] == [6]
 
 
 def later(values_at_1: list[float], values_at_9: list[float], stopped_at_1: int = 6) -> list[optuna.trial.FrozenTrial]:
