@@ -37,12 +37,11 @@ import statistics
 import numpy as np
 
 from benchmarks import search_quality
-from benchmarks.generated import DOCUMENTED_FIRST_TASK, GeneratedTask, generated_task, local_optimum
+from benchmarks.generated import DOCUMENTED_FIRST_TASK, DOCUMENTED_TASKS, GeneratedTask, generated_task, local_optimum
 from studies.space import Int, Knob
 
 TITLE = "Searches given the configs a log documents: generated tasks that name a first and a hand-tuned config"
 FAMILY = "documented, tuned toward {}"  # the best, or another mode
-DOCUMENTED_TASKS = 16
 TUNED_SHARE = (0.7, 1.0)  # of the way from the first config to its local optimum: hand tuning stops short of it or reaches it
 BEST_BASIN = 0.01  # regret of the optimum a log was tuned towards under which it is the task's best
 METHODS = (

@@ -24,6 +24,14 @@ TPAMI 2021; the parametric curve families of Domhan et al., IJCAI 2015):
   20 000 random configs refined by L-BFGS-B (ints as continuous, so it bounds every int config from below);
   a config better than that refinement found counts as regret 0, as in ``benchmarks/yahpo.py``.
 - **Epochs:** 27 or 52 (LCBench's), per task.
+
+**Corner tasks** (:func:`corner_problems`) are drawn as the others and then given a best config in a corner of the space,
+as flyvis's was (benchmarks/RESULTS.md, "The researchers' own problems": the log's grid found 0.1428 at its least batch
+size and greatest learning rate, where 190 random configs recorded never beat the log's baseline): on 2 or 3 numeric
+knobs the bowl's centre lies 0.1 to 0.4 of the range past one end, those knobs all matter, and one well more, deeper
+than the others and narrow on those knobs (0.04 to 0.1 of the range), sits at that end. Either end of the learning
+rate can be the corner's; at its high end the task does not diverge (a range a researcher set where the best rate is
+its greatest ends below where training diverges).
 """
 
 from __future__ import annotations
@@ -49,7 +57,11 @@ HELD_OUT_FAMILIES = ("once-held-out", "held-out")
 # The tasks past those, none of them run before the unseen section (benchmarks/unseen.py) first measured them.
 UNSEEN_FAMILY, UNSEEN_TASKS = "unseen", 32
 # The tasks past those: benchmarks/documented.py's, each with the configs a log would document.
-DOCUMENTED_FIRST_TASK = TASKS + HELD_OUT_TASKS * len(HELD_OUT_FAMILIES) + UNSEEN_TASKS
+DOCUMENTED_FIRST_TASK, DOCUMENTED_TASKS = TASKS + HELD_OUT_TASKS * len(HELD_OUT_FAMILIES) + UNSEEN_TASKS, 16
+# The tasks past those: benchmarks/corner.py's, each with its best config in a corner.
+CORNER_FAMILY, CORNER_FIRST_TASK, CORNER_TASKS = "corner", DOCUMENTED_FIRST_TASK + DOCUMENTED_TASKS, 16
+CORNER_PAST = (0.1, 0.4)  # how far past the range's end the bowl's centre lies on a corner knob, in unit coordinates
+CORNER_WELL_WIDTH = (0.04, 0.1)  # the corner well's width on a corner knob; on the others it is an ordinary well's
 SAMPLES = 20_000  # random configs for the scale (median) and the starts of the refinement of the best
 REFINED_STARTS = 8  # per optimizer choice: the best random configs refined by L-BFGS-B
 OTHER_KNOBS = {  # what a trainer's knobs are like: their ranges and scales
@@ -89,6 +101,7 @@ class GeneratedTask:
     scale: tuple[float, float] = (0.0, 1.0)  # the final value's best and median: 0 and 1 after scaling
     family: str = "generated"
     documented: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # a log's configs: benchmarks/documented.py
+    corner: Mapping[str, int] = field(default_factory=dict)  # a corner task's corner: knob -> the end of its range (0 or 1)
 
     @property
     def numeric_knobs(self) -> list[str]:
@@ -132,8 +145,9 @@ class GeneratedTask:
         return float(np.maximum(self.value(params, self.max_epochs), 0.0))  # NaN stays NaN
 
 
-def generated_task(index: int) -> GeneratedTask:
-    """Task ``index``, drawn from its own seed: the same task on every machine and every run."""
+def generated_task(index: int, corner: bool = False) -> GeneratedTask:
+    """Task ``index``, drawn from its own seed: the same task on every machine and every run; ``corner``: with its best
+    config moved into a corner (the module's docstring), the rest of the task as drawn without."""
     rng = np.random.default_rng([20261203, index])
     others = [str(name) for name in rng.choice(list(OTHER_KNOBS), size=rng.integers(2, 7), replace=False)]
     knobs: dict[str, Knob] = {"learning_rate": LEARNING_RATE, **{name: OTHER_KNOBS[name] for name in others}}
@@ -170,15 +184,19 @@ def generated_task(index: int) -> GeneratedTask:
         diverge_above=float(rng.uniform(0.75, 0.95)) if diverges else math.inf,
         noise_std=float(np.exp(rng.uniform(math.log(0.02), math.log(0.15)))),
     )
+    task, corner_point = _cornered(task, index) if corner else (task, None)
     unit, choice = rng.uniform(0.0, 1.0, (SAMPLES, dims)), rng.integers(0, choices, SAMPLES)
     goals = task.asymptote(unit, choice)
     task = dataclasses.replace(task, typical=(float(goals.min()), float(np.median(goals))))
     finals = task.raw(unit, choice, max_epochs)
-    best = min(_refined(task, unit[choice == c], c, finals[choice == c]) for c in range(choices))
+    starts = [] if corner_point is None else [corner_point]  # the corner itself: few random configs fall in its well
+    best = min(_refined(task, unit[choice == c], c, finals[choice == c], starts) for c in range(choices))
     described = (
         f"{dims} numeric knobs{f' + optimizer ({choices})' if choices > 1 else ''}, {wells_count} well{'s' * (wells_count > 1)}, "
-        f"{max_epochs} epochs, crossing {task.crossing:.1f}, {'diverges' if diverges else 'no divergence'}"
+        f"{max_epochs} epochs, crossing {task.crossing:.1f}, {'diverges' if math.isfinite(task.diverge_above) else 'no divergence'}"
     )
+    if task.corner:
+        described += "; best in the corner " + ", ".join(f"{name} {('low', 'high')[end]}" for name, end in task.corner.items())
     return dataclasses.replace(task, scale=(best, float(np.nanmedian(finals))), description=described)
 
 
@@ -194,10 +212,34 @@ def local_optimum(task: GeneratedTask, start: np.ndarray, choice: int) -> tuple[
     return found.x, float(found.fun)
 
 
-def _refined(task: GeneratedTask, unit: np.ndarray, choice: int, finals: np.ndarray) -> float:
-    """The least final value with optimizer ``choice``: the best random configs, refined within the unit box."""
-    starts = unit[np.argsort(np.where(np.isfinite(finals), finals, np.inf))[:REFINED_STARTS]]
-    return min(local_optimum(task, start, choice)[1] for start in starts)
+def _cornered(task: GeneratedTask, index: int) -> tuple[GeneratedTask, np.ndarray]:
+    """``task`` with its best config moved into a corner (the module's docstring), drawn from ``index``; and the corner
+    well's centre in unit coordinates."""
+    rng = np.random.default_rng([20261207, index])
+    dims = len(task.numeric_knobs)
+    knobs = sorted(int(k) for k in rng.choice(dims, size=min(dims, int(rng.integers(2, 4))), replace=False))
+    point = rng.uniform(0.0, 1.0, dims)
+    point[knobs] = rng.integers(0, 2, len(knobs))
+    # The learning rate is the first numeric knob; a range that ends at a best rate ends below where the task diverges.
+    stable = 0 in knobs and point[0] == 1
+    centre, weights = task.centre.copy(), task.weights.copy()
+    past = rng.uniform(*CORNER_PAST, len(knobs))
+    centre[knobs] = np.where(point[knobs] == 1, 1 + past, -past)
+    weights[knobs] = rng.lognormal(0.5, 0.5, len(knobs))  # a corner knob matters: none is damped
+    width = rng.uniform(0.15, 0.35, dims)
+    width[knobs] = rng.uniform(*CORNER_WELL_WIDTH, len(knobs))
+    depths, centres, widths = task.wells
+    wells = (np.append(depths, max(depths.max(), 0.8) + 0.2), np.vstack([centres, point]), np.vstack([widths, width]))
+    diverge_above = math.inf if stable else task.diverge_above
+    ends = {task.numeric_knobs[k]: int(point[k]) for k in knobs}
+    cornered = dataclasses.replace(task, centre=centre, weights=weights, wells=wells, diverge_above=diverge_above, corner=ends)
+    return cornered, point
+
+
+def _refined(task: GeneratedTask, unit: np.ndarray, choice: int, finals: np.ndarray, starts: list[np.ndarray]) -> float:
+    """The least final value with optimizer ``choice``: the best random configs and ``starts``, refined within the unit box."""
+    best = unit[np.argsort(np.where(np.isfinite(finals), finals, np.inf))[:REFINED_STARTS]]
+    return min(local_optimum(task, start, choice)[1] for start in [*best, *starts])
 
 
 @functools.lru_cache(maxsize=None)
@@ -217,6 +259,11 @@ def unseen_problems(count: int = UNSEEN_TASKS) -> dict[str, GeneratedTask]:
     return _family_problems(UNSEEN_FAMILY, TASKS + HELD_OUT_TASKS * len(HELD_OUT_FAMILIES), count)
 
 
-def _family_problems(family: str, first: int, count: int) -> dict[str, GeneratedTask]:
-    tasks = (dataclasses.replace(generated_task(index), family=family) for index in range(first, first + count))
+def corner_problems(count: int = CORNER_TASKS) -> dict[str, GeneratedTask]:
+    """The first ``count`` corner tasks (the module's docstring), past every other family's, named as CORNER_FAMILY."""
+    return _family_problems(CORNER_FAMILY, CORNER_FIRST_TASK, count, corner=True)
+
+
+def _family_problems(family: str, first: int, count: int, corner: bool = False) -> dict[str, GeneratedTask]:
+    tasks = (dataclasses.replace(generated_task(index, corner), family=family) for index in range(first, first + count))
     return {task.name: task for task in tasks}

@@ -3,11 +3,23 @@
 import math
 import statistics
 
+import numpy as np
 import optuna
 import pytest
 from scipy.stats import spearmanr
 
-from benchmarks.generated import HELD_OUT_TASKS, TASKS, generated_problems, generated_task, held_out_problems, unseen_problems
+from benchmarks.documented import knob_value
+from benchmarks.generated import (
+    CORNER_FIRST_TASK,
+    HELD_OUT_TASKS,
+    TASKS,
+    corner_problems,
+    generated_problems,
+    generated_task,
+    held_out_problems,
+    local_optimum,
+    unseen_problems,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +88,30 @@ def test_the_held_out_sets_follow_the_first_tasks_in_turn_each_a_family_of_its_o
     assert first.family == "held-out" and first.knobs == generated_task(TASKS + HELD_OUT_TASKS).knobs
     params = next(random_configs(first, 1, seed=0))
     assert first.value(params, first.max_epochs) == generated_task(TASKS + HELD_OUT_TASKS).value(params, first.max_epochs)
+
+
+def test_a_corner_task_is_its_task_with_the_best_config_at_one_end_of_2_or_3_knobs():
+    corner = corner_problems(4)
+    assert list(corner) == [f"generated_{index}" for index in range(CORNER_FIRST_TASK, CORNER_FIRST_TASK + 4)]
+    for task in corner.values():
+        plain = generated_task(int(task.name.rpartition("_")[2]))
+        assert task.family == "corner" and task.knobs == plain.knobs and task.max_epochs == plain.max_epochs
+        assert 2 <= len(task.corner) <= 3 and set(task.corner.values()) <= {0, 1}, task.corner
+        numeric = task.numeric_knobs
+        optimizer = task.knobs.get("optimizer")
+
+        def config(unit):
+            values = {name: knob_value(task.knobs[name], float(u)) for name, u in zip(numeric, unit)}
+            return values | ({"optimizer": optimizer.choices[0]} if optimizer else {})
+
+        rng = np.random.default_rng(0)
+        starts = rng.uniform(0.0, 1.0, (4, len(numeric)))
+        at_ends = starts.copy()
+        for name, end in task.corner.items():
+            at_ends[:, numeric.index(name)] = end
+        best_at_ends = min(task.regret(config(local_optimum(task, start, 0)[0])) for start in at_ends)
+        assert best_at_ends < 1e-3, f"{task.name}: the corner holds no best config ({best_at_ends:.3f})"
+        random_regrets = [task.regret(params) for params in random_configs(task, 300, seed=5)]
+        assert min(r for r in random_regrets if math.isfinite(r)) > 0.05, f"{task.name}: random configs find its corner"
+        if task.corner.get("learning_rate") == 1:  # a range whose best rate is its greatest ends below divergence
+            assert math.isinf(task.diverge_above), task.name
