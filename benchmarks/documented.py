@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import math
 import statistics
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,13 @@ def knob_value(knob: Knob, unit: float) -> float | int:
     return min(max(round(value), knob.low), knob.high) if isinstance(knob, Int) else value
 
 
+def config_at(task: GeneratedTask, unit: np.ndarray, choice: int) -> dict[str, Any]:
+    """The config of ``task`` at ``unit`` (one coordinate per numeric knob, in order) with optimizer ``choice``."""
+    values = {name: knob_value(task.knobs[name], float(u)) for name, u in zip(task.numeric_knobs, unit)}
+    optimizer = task.knobs.get("optimizer")
+    return values | ({"optimizer": optimizer.choices[choice]} if optimizer else {})
+
+
 def documented_task(index: int) -> GeneratedTask:
     """Generated task ``index`` with a first and a tuned config documented, drawn from the index as the task is."""
     task = generated_task(index)
@@ -75,12 +83,7 @@ def documented_task(index: int) -> GeneratedTask:
             break
     optimum, optimum_raw = local_optimum(task, first, choice)
     tuned = first + rng.uniform(*TUNED_SHARE) * (optimum - first)
-
-    def config(unit: np.ndarray) -> dict:
-        values = {name: knob_value(task.knobs[name], float(u)) for name, u in zip(numeric, unit)}
-        return values | ({"optimizer": optimizer.choices[choice]} if optimizer else {})
-
-    documented = {"first": config(first), "tuned": config(tuned)}
+    documented = {"first": config_at(task, first, choice), "tuned": config_at(task, tuned, choice)}
     best, median = task.scale
     toward = "the best" if (optimum_raw - best) / (median - best) < BEST_BASIN else "another mode"
     regrets = ", ".join(f"{name} {task.regret(params):.3f}" for name, params in documented.items())

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from scipy.stats import spearmanr
 
-from benchmarks.documented import knob_value
+from benchmarks.documented import config_at
 from benchmarks.generated import (
     CORNER_FIRST_TASK,
     HELD_OUT_TASKS,
@@ -98,18 +98,12 @@ def test_a_corner_task_is_its_task_with_the_best_config_at_one_end_of_2_or_3_kno
         assert task.family == "corner" and task.knobs == plain.knobs and task.max_epochs == plain.max_epochs
         assert 2 <= len(task.corner) <= 3 and set(task.corner.values()) <= {0, 1}, task.corner
         numeric = task.numeric_knobs
-        optimizer = task.knobs.get("optimizer")
-
-        def config(unit):
-            values = {name: knob_value(task.knobs[name], float(u)) for name, u in zip(numeric, unit)}
-            return values | ({"optimizer": optimizer.choices[0]} if optimizer else {})
-
         rng = np.random.default_rng(0)
         starts = rng.uniform(0.0, 1.0, (4, len(numeric)))
         at_ends = starts.copy()
         for name, end in task.corner.items():
             at_ends[:, numeric.index(name)] = end
-        best_at_ends = min(task.regret(config(local_optimum(task, start, 0)[0])) for start in at_ends)
+        best_at_ends = min(task.regret(config_at(task, local_optimum(task, start, 0)[0], 0)) for start in at_ends)
         assert best_at_ends < 1e-3, f"{task.name}: the corner holds no best config ({best_at_ends:.3f})"
         random_regrets = [task.regret(params) for params in random_configs(task, 300, seed=5)]
         assert min(r for r in random_regrets if math.isfinite(r)) > 0.05, f"{task.name}: random configs find its corner"
