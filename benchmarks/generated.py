@@ -32,6 +32,12 @@ knobs the bowl's centre lies 0.1 to 0.4 of the range past one end, those knobs a
 than the others and narrow on those knobs (0.04 to 0.1 of the range), sits at that end. Either end of the learning
 rate can be the corner's; at its high end the task does not diverge (a range a researcher set where the best rate is
 its greatest ends below where training diverges).
+
+**Many-knobs tasks** (:func:`many_knobs_problems`) are drawn as the others and then given 8 to 14 knobs more, of the kinds
+the researchers' logs add to a trainer's (loss and class weights, temperatures, thresholds), so 12 to 20 numeric knobs in
+all, as the spaces in ``search_spaces/`` have 10 to 22. A third of the added knobs matter as much as a trainer's (bowl
+weights as the others', and the wells' widths on them 0.3 to 0.6 of the range); the rest move the loss 20 times less
+and leave the wells as they are.
 """
 
 from __future__ import annotations
@@ -62,6 +68,17 @@ DOCUMENTED_FIRST_TASK, DOCUMENTED_TASKS = TASKS + HELD_OUT_TASKS * len(HELD_OUT_
 CORNER_FAMILY, CORNER_FIRST_TASK, CORNER_TASKS = "corner", DOCUMENTED_FIRST_TASK + DOCUMENTED_TASKS, 16
 CORNER_PAST = (0.1, 0.4)  # how far past the range's end the bowl's centre lies on a corner knob, in unit coordinates
 CORNER_WELL_WIDTH = (0.04, 0.1)  # the corner well's width on a corner knob; on the others it is an ordinary well's
+# The tasks past those: benchmarks/many_knobs.py's, each with 8 to 14 more knobs, as the researchers' spaces have 10 to 22.
+MANY_KNOBS_FAMILY, MANY_KNOBS_FIRST_TASK, MANY_KNOBS_TASKS = "many-knobs", CORNER_FIRST_TASK + CORNER_TASKS, 16
+EXTRA_KNOBS = (8, 14)  # how many a many-knobs task adds, least and most
+EXTRA_KNOB_KINDS = {  # the knobs the researchers' logs add to a trainer's: Vesuvius's loss and class weights and threshold,
+    "loss_weight": Float(0.0, 2.0),  # CABBI's temperatures
+    "class_weight": Float(0.1, 10.0, log=True),
+    "temperature": Float(0.01, 1.0, log=True),
+    "threshold": Float(0.05, 0.95),
+}
+EXTRA_MATTER = 1 / 3  # the share of the added knobs that matter as much as a trainer's; the rest move the loss 20 times less
+EXTRA_WELL_WIDTH = (0.3, 0.6)  # a well's width on an added knob that matters: wide, so that a well is not a needle in 20 knobs
 SAMPLES = 20_000  # random configs for the scale (median) and the starts of the refinement of the best
 REFINED_STARTS = 8  # per optimizer choice: the best random configs refined by L-BFGS-B
 OTHER_KNOBS = {  # what a trainer's knobs are like: their ranges and scales
@@ -145,9 +162,10 @@ class GeneratedTask:
         return float(np.maximum(self.value(params, self.max_epochs), 0.0))  # NaN stays NaN
 
 
-def generated_task(index: int, corner: bool = False) -> GeneratedTask:
+def generated_task(index: int, corner: bool = False, many_knobs: bool = False) -> GeneratedTask:
     """Task ``index``, drawn from its own seed: the same task on every machine and every run; ``corner``: with its best
-    config moved into a corner (the module's docstring), the rest of the task as drawn without."""
+    config moved into a corner, ``many_knobs``: with 8 to 14 knobs more (the module's docstring), the rest of the task as
+    drawn without."""
     rng = np.random.default_rng([20261203, index])
     others = [str(name) for name in rng.choice(list(OTHER_KNOBS), size=rng.integers(2, 7), replace=False)]
     knobs: dict[str, Knob] = {"learning_rate": LEARNING_RATE, **{name: OTHER_KNOBS[name] for name in others}}
@@ -184,7 +202,9 @@ def generated_task(index: int, corner: bool = False) -> GeneratedTask:
         diverge_above=float(rng.uniform(0.75, 0.95)) if diverges else math.inf,
         noise_std=float(np.exp(rng.uniform(math.log(0.02), math.log(0.15)))),
     )
+    task = _widened(task, index) if many_knobs else task
     task, corner_point = _cornered(task, index) if corner else (task, None)
+    dims = len(task.numeric_knobs)
     unit, choice = rng.uniform(0.0, 1.0, (SAMPLES, dims)), rng.integers(0, choices, SAMPLES)
     goals = task.asymptote(unit, choice)
     task = dataclasses.replace(task, typical=(float(goals.min()), float(np.median(goals))))
@@ -192,7 +212,8 @@ def generated_task(index: int, corner: bool = False) -> GeneratedTask:
     starts = [] if corner_point is None else [corner_point]  # the corner itself: few random configs fall in its well
     best = min(_refined(task, unit[choice == c], c, finals[choice == c], starts) for c in range(choices))
     described = (
-        f"{dims} numeric knobs{f' + optimizer ({choices})' if choices > 1 else ''}, {wells_count} well{'s' * (wells_count > 1)}, "
+        f"{dims} numeric knobs{f' ({len(task.knobs) - len(knobs)} added)' if many_knobs else ''}"
+        f"{f' + optimizer ({choices})' if choices > 1 else ''}, {wells_count} well{'s' * (wells_count > 1)}, "
         f"{max_epochs} epochs, crossing {task.crossing:.1f}, {'diverges' if math.isfinite(task.diverge_above) else 'no divergence'}"
     )
     if task.corner:
@@ -236,6 +257,25 @@ def _cornered(task: GeneratedTask, index: int) -> tuple[GeneratedTask, np.ndarra
     return cornered, point
 
 
+def _widened(task: GeneratedTask, index: int) -> GeneratedTask:
+    """``task`` with EXTRA_KNOBS more numeric knobs (the module's docstring), drawn from ``index``; a third of them matter."""
+    rng = np.random.default_rng([20261208, index])
+    count = int(rng.integers(EXTRA_KNOBS[0], EXTRA_KNOBS[1] + 1))
+    kinds = [str(kind) for kind in rng.choice(list(EXTRA_KNOB_KINDS), size=count)]
+    added = {f"{kind}_{n}": EXTRA_KNOB_KINDS[kind] for n, kind in enumerate(kinds, start=1)}
+    matters = rng.random(count) < EXTRA_MATTER
+    weights = rng.lognormal(0.0, 1.0, count) * np.where(matters, 1.0, 0.05)
+    depths, centres, widths = task.wells
+    added_widths = np.where(matters, rng.uniform(*EXTRA_WELL_WIDTH, (len(depths), count)), np.inf)  # inf: no effect
+    return dataclasses.replace(
+        task,
+        knobs={**task.knobs, **added},  # after the optimizer: the numeric knobs keep their order, the added ones last
+        weights=np.concatenate([task.weights, weights]),
+        centre=np.concatenate([task.centre, rng.uniform(0.2, 0.8, count)]),
+        wells=(depths, np.hstack([centres, rng.uniform(0.0, 1.0, (len(depths), count))]), np.hstack([widths, added_widths])),
+    )
+
+
 def _refined(task: GeneratedTask, unit: np.ndarray, choice: int, finals: np.ndarray, starts: list[np.ndarray]) -> float:
     """The least final value with optimizer ``choice``: the best random configs and ``starts``, refined within the unit box."""
     best = unit[np.argsort(np.where(np.isfinite(finals), finals, np.inf))[:REFINED_STARTS]]
@@ -264,6 +304,15 @@ def corner_problems(count: int = CORNER_TASKS) -> dict[str, GeneratedTask]:
     return _family_problems(CORNER_FAMILY, CORNER_FIRST_TASK, count, corner=True)
 
 
-def _family_problems(family: str, first: int, count: int, corner: bool = False) -> dict[str, GeneratedTask]:
-    tasks = (dataclasses.replace(generated_task(index, corner), family=family) for index in range(first, first + count))
+def many_knobs_problems(count: int = MANY_KNOBS_TASKS) -> dict[str, GeneratedTask]:
+    """The first ``count`` many-knobs tasks (the module's docstring), past every other family's, named as MANY_KNOBS_FAMILY."""
+    return _family_problems(MANY_KNOBS_FAMILY, MANY_KNOBS_FIRST_TASK, count, many_knobs=True)
+
+
+def _family_problems(
+    family: str, first: int, count: int, corner: bool = False, many_knobs: bool = False
+) -> dict[str, GeneratedTask]:
+    tasks = (
+        dataclasses.replace(generated_task(index, corner, many_knobs), family=family) for index in range(first, first + count)
+    )
     return {task.name: task for task in tasks}
