@@ -11,13 +11,17 @@ from scipy.stats import spearmanr
 from benchmarks.documented import config_at
 from benchmarks.generated import (
     CORNER_FIRST_TASK,
+    EXTRA_KNOB_KINDS,
+    EXTRA_KNOBS,
     HELD_OUT_TASKS,
+    MANY_KNOBS_FIRST_TASK,
     TASKS,
     corner_problems,
     generated_problems,
     generated_task,
     held_out_problems,
     local_optimum,
+    many_knobs_problems,
     unseen_problems,
 )
 
@@ -109,3 +113,33 @@ def test_a_corner_task_is_its_task_with_the_best_config_at_one_end_of_2_or_3_kno
         assert min(r for r in random_regrets if math.isfinite(r)) > 0.05, f"{task.name}: random configs find its corner"
         if task.corner.get("learning_rate") == 1:  # a range whose best rate is its greatest ends below divergence
             assert math.isinf(task.diverge_above), task.name
+
+
+def test_a_many_knobs_task_is_its_task_with_8_to_14_knobs_added_that_move_the_loss_less_than_its_own():
+    many = many_knobs_problems(2)
+    assert list(many) == [f"generated_{index}" for index in range(MANY_KNOBS_FIRST_TASK, MANY_KNOBS_FIRST_TASK + 2)]
+    for task in many.values():
+        plain = generated_task(int(task.name.rpartition("_")[2]))
+        assert task.family == "many-knobs" and task.max_epochs == plain.max_epochs
+        added = list(task.knobs)[len(plain.knobs) :]
+        assert dict(list(task.knobs.items())[: len(plain.knobs)]) == plain.knobs, "the task's own knobs change"
+        assert EXTRA_KNOBS[0] <= len(added) <= EXTRA_KNOBS[1] and all(n.rpartition("_")[0] in EXTRA_KNOB_KINDS for n in added)
+        finals = [task.value(params, task.max_epochs) for params in random_configs(task, 500, seed=0)]
+        trained = [value for value in finals if math.isfinite(value)]
+        assert min(trained) > -1e-6 and 0.8 < statistics.median(trained) < 1.25, task.name
+        # From the same random configs, redraw only the added knobs, or only the task's own: each moves the final value,
+        # the added ones less (most of them barely matter).
+        rng = np.random.default_rng(1)
+        own = len(plain.numeric_knobs)
+        unit = rng.uniform(0.0, 1.0, (200, len(task.numeric_knobs)))
+        redrawn_added, redrawn_own = unit.copy(), unit.copy()
+        redrawn_added[:, own:] = rng.uniform(0.0, 1.0, (200, len(added)))
+        redrawn_own[:, :own] = rng.uniform(0.0, 1.0, (200, own))
+
+        def moved(other: np.ndarray) -> float:
+            change = [task.value(config_at(task, a, 0), task.max_epochs) - task.value(config_at(task, b, 0), task.max_epochs)
+                      for a, b in zip(unit, other)]  # fmt: skip
+            return float(np.nanmedian(np.abs(change)))
+
+        by_added, by_own = moved(redrawn_added), moved(redrawn_own)
+        assert 0.01 < by_added < by_own, f"{task.name}: the added knobs move the final value {by_added:.3f}, its own {by_own:.3f}"
