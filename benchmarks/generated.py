@@ -38,6 +38,11 @@ the researchers' logs add to a trainer's (loss and class weights, temperatures, 
 all, as the spaces in ``search_spaces/`` have 10 to 22. A third of the added knobs matter as much as a trainer's (bowl
 weights as the others', and the wells' widths on them 0.3 to 0.6 of the range); the rest move the loss 20 times less
 and leave the wells as they are.
+
+**Noisy tasks** (:func:`noisy_problems`) are drawn as the others and then given more noise: each observed value's own
+0.1 to 0.4 of the scale (the others' 0.02 to 0.15), and an offset per run, 0.05 to 0.3, that moves the whole curve, as a
+seed or a small validation set moves a real one: a run that looks good at its first epochs keeps looking good. The
+regret is still the noise-free final value, so a search that trusts a lucky run is charged for it.
 """
 
 from __future__ import annotations
@@ -79,6 +84,10 @@ EXTRA_KNOB_KINDS = {  # the knobs the researchers' logs add to a trainer's: Vesu
 }
 EXTRA_MATTER = 1 / 3  # the share of the added knobs that matter as much as a trainer's; the rest move the loss 20 times less
 EXTRA_WELL_WIDTH = (0.3, 0.6)  # a well's width on an added knob that matters: wide, so that a well is not a needle in 20 knobs
+# The tasks past those: benchmarks/noisy.py's, whose observed values are noisier than the others' (0.02 to 0.15).
+NOISY_FAMILY, NOISY_FIRST_TASK, NOISY_TASKS = "noisy", MANY_KNOBS_FIRST_TASK + MANY_KNOBS_TASKS, 16
+NOISY_EPOCH_STD = (0.1, 0.4)  # each observed value's own noise, of the scale, drawn log-uniformly per task
+NOISY_RUN_STD = (0.05, 0.3)  # a run's whole curve moved by its seed, as a small validation set or a seed moves it
 SAMPLES = 20_000  # random configs for the scale (median) and the starts of the refinement of the best
 REFINED_STARTS = 8  # per optimizer choice: the best random configs refined by L-BFGS-B
 OTHER_KNOBS = {  # what a trainer's knobs are like: their ranges and scales
@@ -114,6 +123,7 @@ class GeneratedTask:
     crossing: float = 0.0
     diverge_above: float = math.inf  # in the learning rate's unit coordinate; inf: never diverges
     noise_std: float = 0.05
+    run_noise_std: float = 0.0  # of one offset per run (seed and config) added to every epoch's value
     typical: tuple[float, float] = (0.0, 1.0)  # the asymptote's least and median over random configs: pace's scale
     scale: tuple[float, float] = (0.0, 1.0)  # the final value's best and median: 0 and 1 after scaling
     family: str = "generated"
@@ -155,17 +165,18 @@ class GeneratedTask:
         return float((self.raw(*self._encode(params), epoch)[0] - best) / (median - best))
 
     def observed(self, params: Mapping[str, Any], epoch: int, seed: int) -> float:
-        return self.value(params, epoch) + epoch_noise(params, epoch, seed, self.noise_std)
+        observed = self.value(params, epoch) + epoch_noise(params, epoch, seed, self.noise_std)
+        # Epoch 0, which no run reports: the run's own offset, the same at every epoch.
+        return observed + epoch_noise(params, 0, seed, self.run_noise_std) if self.run_noise_std else observed
 
     def regret(self, params: Mapping[str, Any]) -> float:
         """The noise-free final value, 0 at the least (a diverged config: NaN, never recommended: it does not train every epoch)."""
         return float(np.maximum(self.value(params, self.max_epochs), 0.0))  # NaN stays NaN
 
 
-def generated_task(index: int, corner: bool = False, many_knobs: bool = False) -> GeneratedTask:
-    """Task ``index``, drawn from its own seed: the same task on every machine and every run; ``corner``: with its best
-    config moved into a corner, ``many_knobs``: with 8 to 14 knobs more (the module's docstring), the rest of the task as
-    drawn without."""
+def generated_task(index: int, variant: str | None = None) -> GeneratedTask:
+    """Task ``index``, drawn from its own seed: the same task on every machine and every run; ``variant`` (CORNER_FAMILY,
+    MANY_KNOBS_FAMILY or NOISY_FAMILY): changed as the module's docstring says, the rest of the task as drawn without."""
     rng = np.random.default_rng([20261203, index])
     others = [str(name) for name in rng.choice(list(OTHER_KNOBS), size=rng.integers(2, 7), replace=False)]
     knobs: dict[str, Knob] = {"learning_rate": LEARNING_RATE, **{name: OTHER_KNOBS[name] for name in others}}
@@ -202,8 +213,8 @@ def generated_task(index: int, corner: bool = False, many_knobs: bool = False) -
         diverge_above=float(rng.uniform(0.75, 0.95)) if diverges else math.inf,
         noise_std=float(np.exp(rng.uniform(math.log(0.02), math.log(0.15)))),
     )
-    task = _widened(task, index) if many_knobs else task
-    task, corner_point = _cornered(task, index) if corner else (task, None)
+    task = _widened(task, index) if variant == MANY_KNOBS_FAMILY else _noisier(task, index) if variant == NOISY_FAMILY else task
+    task, corner_point = _cornered(task, index) if variant == CORNER_FAMILY else (task, None)
     dims = len(task.numeric_knobs)
     unit, choice = rng.uniform(0.0, 1.0, (SAMPLES, dims)), rng.integers(0, choices, SAMPLES)
     goals = task.asymptote(unit, choice)
@@ -212,7 +223,7 @@ def generated_task(index: int, corner: bool = False, many_knobs: bool = False) -
     starts = [] if corner_point is None else [corner_point]  # the corner itself: few random configs fall in its well
     best = min(_refined(task, unit[choice == c], c, finals[choice == c], starts) for c in range(choices))
     described = (
-        f"{dims} numeric knobs{f' ({len(task.knobs) - len(knobs)} added)' if many_knobs else ''}"
+        f"{dims} numeric knobs{f' ({len(task.knobs) - len(knobs)} added)' if variant == MANY_KNOBS_FAMILY else ''}"
         f"{f' + optimizer ({choices})' if choices > 1 else ''}, {wells_count} well{'s' * (wells_count > 1)}, "
         f"{max_epochs} epochs, crossing {task.crossing:.1f}, {'diverges' if math.isfinite(task.diverge_above) else 'no divergence'}"
     )
@@ -276,6 +287,15 @@ def _widened(task: GeneratedTask, index: int) -> GeneratedTask:
     )
 
 
+def _noisier(task: GeneratedTask, index: int) -> GeneratedTask:
+    """``task`` with its noise drawn from NOISY_EPOCH_STD and NOISY_RUN_STD (the module's docstring), from ``index``."""
+    rng = np.random.default_rng([20261209, index])
+    epoch_std, run_std = (
+        float(np.exp(rng.uniform(math.log(low), math.log(high)))) for low, high in (NOISY_EPOCH_STD, NOISY_RUN_STD)
+    )
+    return dataclasses.replace(task, noise_std=epoch_std, run_noise_std=run_std)
+
+
 def _refined(task: GeneratedTask, unit: np.ndarray, choice: int, finals: np.ndarray, starts: list[np.ndarray]) -> float:
     """The least final value with optimizer ``choice``: the best random configs and ``starts``, refined within the unit box."""
     best = unit[np.argsort(np.where(np.isfinite(finals), finals, np.inf))[:REFINED_STARTS]]
@@ -301,18 +321,19 @@ def unseen_problems(count: int = UNSEEN_TASKS) -> dict[str, GeneratedTask]:
 
 def corner_problems(count: int = CORNER_TASKS) -> dict[str, GeneratedTask]:
     """The first ``count`` corner tasks (the module's docstring), past every other family's, named as CORNER_FAMILY."""
-    return _family_problems(CORNER_FAMILY, CORNER_FIRST_TASK, count, corner=True)
+    return _family_problems(CORNER_FAMILY, CORNER_FIRST_TASK, count, variant=CORNER_FAMILY)
 
 
 def many_knobs_problems(count: int = MANY_KNOBS_TASKS) -> dict[str, GeneratedTask]:
     """The first ``count`` many-knobs tasks (the module's docstring), past every other family's, named as MANY_KNOBS_FAMILY."""
-    return _family_problems(MANY_KNOBS_FAMILY, MANY_KNOBS_FIRST_TASK, count, many_knobs=True)
+    return _family_problems(MANY_KNOBS_FAMILY, MANY_KNOBS_FIRST_TASK, count, variant=MANY_KNOBS_FAMILY)
 
 
-def _family_problems(
-    family: str, first: int, count: int, corner: bool = False, many_knobs: bool = False
-) -> dict[str, GeneratedTask]:
-    tasks = (
-        dataclasses.replace(generated_task(index, corner, many_knobs), family=family) for index in range(first, first + count)
-    )
+def noisy_problems(count: int = NOISY_TASKS) -> dict[str, GeneratedTask]:
+    """The first ``count`` noisy tasks (the module's docstring), past every other family's, named as NOISY_FAMILY."""
+    return _family_problems(NOISY_FAMILY, NOISY_FIRST_TASK, count, variant=NOISY_FAMILY)
+
+
+def _family_problems(family: str, first: int, count: int, variant: str | None = None) -> dict[str, GeneratedTask]:
+    tasks = (dataclasses.replace(generated_task(index, variant), family=family) for index in range(first, first + count))
     return {task.name: task for task in tasks}

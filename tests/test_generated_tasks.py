@@ -15,6 +15,9 @@ from benchmarks.generated import (
     EXTRA_KNOBS,
     HELD_OUT_TASKS,
     MANY_KNOBS_FIRST_TASK,
+    NOISY_EPOCH_STD,
+    NOISY_FIRST_TASK,
+    NOISY_RUN_STD,
     TASKS,
     corner_problems,
     generated_problems,
@@ -22,6 +25,7 @@ from benchmarks.generated import (
     held_out_problems,
     local_optimum,
     many_knobs_problems,
+    noisy_problems,
     unseen_problems,
 )
 
@@ -143,3 +147,23 @@ def test_a_many_knobs_task_is_its_task_with_8_to_14_knobs_added_that_move_the_lo
 
         by_added, by_own = moved(redrawn_added), moved(redrawn_own)
         assert 0.01 < by_added < by_own, f"{task.name}: the added knobs move the final value {by_added:.3f}, its own {by_own:.3f}"
+
+
+def test_a_noisy_task_is_its_task_seen_through_more_noise_some_of_it_the_same_at_every_epoch_of_a_run():
+    noisy = noisy_problems(2)
+    assert list(noisy) == [f"generated_{index}" for index in range(NOISY_FIRST_TASK, NOISY_FIRST_TASK + 2)]
+    for task in noisy.values():
+        plain = generated_task(int(task.name.rpartition("_")[2]))
+        assert task.family == "noisy" and task.knobs == plain.knobs and task.max_epochs == plain.max_epochs
+        assert NOISY_EPOCH_STD[0] <= task.noise_std <= NOISY_EPOCH_STD[1] and plain.noise_std < NOISY_EPOCH_STD[0]
+        assert NOISY_RUN_STD[0] <= task.run_noise_std <= NOISY_RUN_STD[1] and plain.run_noise_std == 0
+        configs = list(random_configs(task, 400, seed=2))
+        last = task.max_epochs
+        assert all(task.value(params, last) == plain.value(params, last) for params in configs[:20] if plain.regret(params) >= 0)
+        # A run's offset shows as the noise at its first and last epochs agreeing, by run / (run + epoch) variance.
+        first_noise = [task.observed(params, 1, 0) - task.value(params, 1) for params in configs]
+        last_noise = [task.observed(params, last, 0) - task.value(params, last) for params in configs]
+        trained = [(a, b) for a, b in zip(first_noise, last_noise) if math.isfinite(a) and math.isfinite(b)]
+        agreement = np.corrcoef(np.array(trained).T)[0, 1]
+        expected = task.run_noise_std**2 / (task.run_noise_std**2 + task.noise_std**2)
+        assert abs(agreement - expected) < 0.15, f"{task.name}: noise correlation {agreement:.2f}, expected {expected:.2f}"
