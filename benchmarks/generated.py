@@ -76,8 +76,10 @@ CORNER_WELL_WIDTH = (0.04, 0.1)  # the corner well's width on a corner knob; on 
 # The tasks past those: benchmarks/many_knobs.py's, each with 8 to 14 more knobs, as the researchers' spaces have 10 to 22.
 MANY_KNOBS_FAMILY, MANY_KNOBS_FIRST_TASK, MANY_KNOBS_TASKS = "many-knobs", CORNER_FIRST_TASK + CORNER_TASKS, 16
 EXTRA_KNOBS = (8, 14)  # how many a many-knobs task adds, least and most
-EXTRA_KNOB_KINDS = {  # the knobs the researchers' logs add to a trainer's: Vesuvius's loss and class weights and threshold,
-    "loss_weight": Float(0.0, 2.0),  # CABBI's temperatures
+# The kinds of knob the researchers' logs add to a trainer's: search_spaces/vesuvius.py's loss weights, class weights and
+# threshold, search_spaces/cabbi.py's temperatures (the ranges wider than theirs; a task's landscape is in unit coordinates).
+EXTRA_KNOB_KINDS = {
+    "loss_weight": Float(0.0, 2.0),
     "class_weight": Float(0.1, 10.0, log=True),
     "temperature": Float(0.01, 1.0, log=True),
     "threshold": Float(0.05, 0.95),
