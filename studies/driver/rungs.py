@@ -16,9 +16,8 @@ With ``gated`` (the default search method's), ASHA spends no epochs on trials th
   needs its last epochs, and the epochs saved go to new configs. A tie stops too: the recommendation holds that result.
   A softer bar, better there than one of the 3 best trials that trained every epoch was, run on the corner and many-knobs
   sections' tasks and seeds and on YAHPO's 15 data sets (20 and 10 seeds), paired with this one's stored rows
-  (2026-12-07), at the full budget: -0.011
-  on the many-knobs tasks and on YAHPO's held-out 10 data sets (there a measured difference), +0.005 on its first 5 and
-  +0.008 on the corner tasks: not taken.
+  (2026-12-07), at the full budget: -0.011 on the many-knobs tasks and on YAHPO's held-out 10 data sets (there a
+  measured difference), +0.005 on its first 5 and +0.008 on the corner tasks: not taken.
   The bridge lifts this bar for a trial (its config's ``gated`` False) that starts while the finished trials show the last
   rung misleading, as they show a first rung (:meth:`studies.rung_tpe.FirstRungChoice.misleads`): a bar set at a rung
   whose ranking does not hold later stops the configs that would end best.
