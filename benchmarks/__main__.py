@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("efficiency", "search_quality", "default_search", "unseen", "corner", "many_knobs", "noisy", "documented", "yahpo_model", "anchors", "resume_anchors", "storage_scale", "trainers", "pareto", "seed_spaces")
+SECTIONS = ("efficiency", "search_quality", "default_search", "unseen", "corner", "many_knobs", "noisy", "gate_gain", "documented", "yahpo_model", "anchors", "resume_anchors", "storage_scale", "trainers", "pareto", "seed_spaces")
 # NumPy and SciPy too: the searchers' draws and models run on them, and with Ray and Optuna the same, search-quality rows
 # measured under other versions of them differed.
 PACKAGES = ("torch", "ray", "optuna", "pytorch-lightning", "optuna-dashboard", "numpy", "scipy")

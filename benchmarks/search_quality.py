@@ -26,7 +26,8 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
   over the sampler that ``studies.samplers`` builds, with the driver's ASHA (Ray's, with the brackets the method
   asks for: ``bohb-brackets`` first judges each new trial at the lowest of rungs 1, 3 and 9 not shown to mislead;
   ``bohb-gated``, the default, also stops a trial whose first two epochs repeat an earlier trial's exactly, and trains a
-  trial past the last rung only if it is better there than the best finished trial was); every stopped trial told to
+  trial past the last rung only if, gaining from there as much as any finished trial did, it would end better than the
+  best of them); every stopped trial told to
   Optuna as PRUNED with its curve.
 - ``bohb_random_<share>``: the same path with another random share: none (the model alone) and BOHB's
   own third, against ``bohb``'s half: which part does the work, and how much random is enough.
@@ -40,6 +41,9 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``gated_random_1``: ``bohb-gated`` with every config random: its scheduler without its model.
 - ``gated_no_prior``: ``bohb-gated`` drawing its random share uniformly, none about the documented configs; only where a
   task documents configs (:mod:`benchmarks.documented`), which every method here then runs first.
+- ``gated_leader_gain``: ``bohb-gated`` whose gate bars a trial at the last rung unless it is better there than the best
+  finished trial was (that trial's own gain to its last epoch, not the most any finished trial gained): the gate before
+  2026-12-07 (:mod:`benchmarks.gate_gain`).
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -103,10 +107,16 @@ VARIANTS = {
         {"prior": []},
         "bohb-gated",
     ),
+    "gated_leader_gain": (
+        "ablation: bohb-gated whose gate counts on the best finished trial's own gain (the gate before)",
+        {"gate_by_most_gain": False},
+        "bohb-gated",
+    ),
 }
+SCHEDULER_SETTINGS = ("gate_by_most_gain",)  # a variant's settings that go to its ASHA (studies.driver.rungs), not its sampler
 # Listed after the stock methods: a method's colour is its place in METHODS, and the plots measured before these existed
 # keep theirs.
-LATER_VARIANTS = ("gated_random_1", "gated_no_prior")
+LATER_VARIANTS = ("gated_random_1", "gated_no_prior", "gated_leader_gain")
 # Where no config is documented (every family here) it is bohb-gated itself: run only in benchmarks/documented.py.
 DOCUMENTED_ONLY = ("gated_no_prior",)
 METHODS = {
@@ -202,9 +212,12 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int, s
         from studies.rung_tpe import RungTPESampler
         from studies.samplers import SAMPLERS, SamplerSettings, make_sampler
 
+        scheduler_settings = {}
         if method in VARIANTS:
             _, settings, name = VARIANTS[method]
-            sampler = RungTPESampler(seed=seed, **{"prior": list(space.baselines.values()), **settings})
+            scheduler_settings = {key: value for key, value in settings.items() if key in SCHEDULER_SETTINGS}
+            sampler_settings = {key: value for key, value in settings.items() if key not in SCHEDULER_SETTINGS}
+            sampler = RungTPESampler(seed=seed, **{"prior": list(space.baselines.values()), **sampler_settings})
         else:
             name = method[len("tune_") :]
             sampler = make_sampler(name, space, SamplerSettings(seed=seed))
@@ -215,7 +228,8 @@ def make_agent(method: str, problem: BenchmarkProblem, seed: int, budget: int, s
         bridge = OptunaBridge(
             study, space, max_epochs=problem.max_epochs, target=budget, first_rungs=asha.first_rungs, gate_rung=asha.gate_rung
         )
-        return RayAgent(bridge, stored_rungs_asha(asha, {}, OBJECTIVE, "min"), params_of=lambda config: config["params"])
+        scheduler = stored_rungs_asha(asha, {}, OBJECTIVE, "min", **scheduler_settings)
+        return RayAgent(bridge, scheduler, params_of=lambda config: config["params"])
     if method in ("ray_random_asha", "ray_optuna_asha"):
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch

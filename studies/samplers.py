@@ -76,8 +76,8 @@ def register(
     ``brackets``: above 1, ASHA runs that many brackets and the driver first judges each new trial at the lowest
     rung not shown to mislead (:class:`studies.rung_tpe.FirstRungChoice`).
     ``gated``: ASHA stops a trial whose first two epochs repeat an earlier trial's exactly, and lets a trial past its last
-    rung only if it is better there than the best trial that trained every epoch was
-    (:class:`studies.driver.rungs.StoredRungsASHA`)."""
+    rung only if, gaining from there as much as any trial that trained every epoch did, it would end better than the best
+    of them (:class:`studies.driver.rungs.StoredRungsASHA`)."""
 
     def add(factory: Factory) -> Factory:
         if name in SAMPLERS and SAMPLERS[name].build is not factory:
@@ -142,8 +142,9 @@ BOHB_BRACKETS = 3
 @register(
     "bohb-gated",
     "bohb-brackets, and ASHA stops a trial whose first two epochs repeat an earlier trial's exactly, and trains a trial "
-    "past its last rung only if it is better there than the best trial that trained every epoch was (unless the finished "
-    "trials show that rung misleading, as for a first rung): the epochs go to new configs, not to copies of the best",
+    "past its last rung only if, gaining from there as much as any trial that trained every epoch did, it would end better "
+    "than the best of them (unless the finished trials show that rung misleading, as for a first rung): the epochs go to "
+    "new configs, not to copies of the best",
     brackets=BOHB_BRACKETS,
     gated=True,
 )

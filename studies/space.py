@@ -192,8 +192,8 @@ class AshaSettings:
     grace_period: int
     reduction_factor: int
     brackets: int = 1  # ASHA's brackets (Ray's): how many rungs a new trial may be first judged at
-    # No trial repeating an earlier one's first epochs, past the last rung only one better there than the best fully
-    # trained one was (studies.driver.rungs).
+    # No trial repeating an earlier one's first epochs, past the last rung only one that may still end better than the
+    # best fully trained one (studies.driver.rungs).
     gated: bool = False
 
     @property
@@ -212,8 +212,9 @@ class AshaSettings:
 
     @property
     def gate_rung(self) -> int | None:
-        """With ``gated``, the last rung short of ``max_epochs``: past it goes only a trial better there than the best trial
-        that trained every epoch was (studies.driver.rungs); None without a gate."""
+        """With ``gated``, the last rung short of ``max_epochs``: past it goes only a trial that, gaining from there as much as
+        any trial that trained every epoch did, would end better than the best of them (studies.driver.rungs); None without
+        a gate."""
         below_last_epoch = [rung for rung in self.rungs if rung < self.max_epochs]
         return below_last_epoch[-1] if self.gated and below_last_epoch else None
 

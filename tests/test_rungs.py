@@ -28,6 +28,14 @@ def scheduler(tmp_path):
     return asha
 
 
+def gated_at_4(leader) -> str:
+    """The reason the gate gives a trial it stops at epoch 4, ``leader`` the best trial that trained every epoch."""
+    return (
+        f"gate: at epoch 4 too far behind trial {leader}, the best that trained every epoch, to pass it even gaining from here "
+        "as much as any such trial did"
+    )
+
+
 def added(scheduler, trial_id, optuna_trial):
     trial = Trial("train_trial", config={"optuna_trial": optuna_trial}, trial_id=trial_id, stub=True)
     scheduler.on_trial_add(None, trial)
@@ -102,7 +110,7 @@ def test_a_trial_goes_to_the_bracket_whose_first_rung_the_bridge_chose():
 
 
 @pytest.mark.parametrize("gated", [True, False])
-def test_past_the_last_rung_only_a_trial_better_there_than_the_best_finished_one_was(gated):
+def test_past_the_last_rung_only_a_trial_that_may_still_end_better_than_the_best_finished_one(gated):
     # 8 epochs, rungs 1, 2, 4: stored trial 0 trained all 8 (0.3 at rung 4, 0.2 at the end); three others stopped at rung 4
     # far behind, so ASHA's own bar there (the median) is lenient: 0.9.
     finished = {1: 0.5, 2: 0.4, 4: 0.3, 8: 0.2}
@@ -131,11 +139,35 @@ def test_past_the_last_rung_only_a_trial_better_there_than_the_best_finished_one
     _, decision = at_the_last_rung("tie", 0.25)  # the new leader's value exactly: it cannot beat the recommended trial
     assert decision == (STOP if gated else CONTINUE)
     gate_stops = {
-        "behind": "gate: at epoch 4 not better than trial 0, the best that trained every epoch",
-        "close": "gate: at epoch 4 not better than trial leader, the best that trained every epoch",
-        "tie": "gate: at epoch 4 not better than trial leader, the best that trained every epoch",
+        "behind": gated_at_4(0),
+        "close": gated_at_4("leader"),
+        "tie": gated_at_4("leader"),
     }
     assert asha.stop_reasons == (gate_stops if gated else {})
+
+
+@pytest.mark.parametrize("most_gain", [True, False])
+def test_past_the_last_rung_goes_a_trial_that_gaining_as_much_as_any_finished_one_did_would_end_best(most_gain):
+    # 8 epochs, rungs 1, 2, 4. Stored trial 0 went from 0.3 at rung 4 to 0.2 at the end (gained 0.1) and leads; stored trial
+    # 4, a late starter, went from 0.6 to 0.25 (gained 0.35). A trial at 0.5 at rung 4 that gains 0.35 ends at 0.15, ahead.
+    curves = {
+        0: {1: 0.5, 2: 0.4, 4: 0.3, 8: 0.2},
+        4: {1: 0.8, 2: 0.7, 4: 0.6, 8: 0.25},
+        **{n: {1: 0.6, 2: 0.7, 4: 0.9 + n / 100} for n in (1, 2, 3)},
+    }
+    settings = AshaSettings(max_epochs=8, grace_period=1, reduction_factor=2, gated=True)
+    asha = stored_rungs_asha(settings, curves, gate_by_most_gain=most_gain)
+    assert asha.set_search_properties("val_loss", "min")
+    decisions = {}
+    # 0.5 at rung 4, gaining 0.35, ends at 0.15, ahead of trial 0's 0.2; 0.56 would end at 0.21, behind it.
+    for name, at_rung in (("within", 0.5), ("beyond", 0.56)):
+        trial = added(asha, name, name)
+        early = 0.1 if name == "within" else 0.11  # no repeat of the other's first epochs
+        decisions[name] = [
+            report(asha, trial, epoch, value) for epoch, value in ((1, early), (2, early), (3, early), (4, at_rung))
+        ]
+    # By the leader's own gain (the gate before), both are behind trial 0's 0.3 at rung 4.
+    assert decisions == {"within": [CONTINUE] * 4 if most_gain else [CONTINUE] * 3 + [STOP], "beyond": [CONTINUE] * 3 + [STOP]}
 
 
 def test_a_trial_the_bridge_started_ungated_passes_the_last_rung_on_ashas_bar_alone():
@@ -150,7 +182,7 @@ def test_a_trial_the_bridge_started_ungated_passes_the_last_rung_on_ashas_bar_al
         early = 0.1 if gated else 0.11  # no repeat of the other's first epochs
         decisions[name] = [report(asha, trial, epoch, value) for epoch, value in ((1, early), (2, early), (3, early), (4, 0.5))]
     assert decisions == {"judged": [CONTINUE] * 3 + [STOP], "free": [CONTINUE] * 4}  # 0.5: behind trial 0's 0.3 at rung 4
-    assert asha.stop_reasons == {"judged": "gate: at epoch 4 not better than trial 0, the best that trained every epoch"}
+    assert asha.stop_reasons == {"judged": gated_at_4(0)}
 
 
 @pytest.mark.parametrize("gated", [True, False])

@@ -75,7 +75,7 @@ TOP_TRIALS = 15
 STOPPED_BY = {  # the rules of a PRUNED trial's pruned_by, as the compute section names them
     PRUNED_BY_ASHA: "ASHA, outside the best at a rung",
     PRUNED_BY_REPEAT: "bohb-gated, its first epochs an earlier trial's exactly",
-    PRUNED_BY_GATE: "bohb-gated, at the last rung not better than the best trial that trained every epoch",
+    PRUNED_BY_GATE: "bohb-gated, at the last rung too far behind the best trial that trained every epoch to pass it",
 }
 
 
