@@ -17,12 +17,13 @@ With ``gated`` (the default search method's), ASHA spends no epochs on trials th
   configs. A tie stops too: the recommendation holds that result.
   Until 2026-12-07 the gain counted on was the best trial's own: a trial had to be better at the rung than that trial had
   been there. One noisy value at the rung and one at the end then decide, and where curves cross after the rung the
-  config that would end best is stopped. Paired with that bar (``benchmarks/gate_gain.py``'s ablation, and on the noisy,
-  corner and YAHPO held-out sections' tasks with their stored rows, 10 seeds), at the full budget: -0.026 (-0.034 to
-  -0.018) regret on the 16 noisy tasks, -0.014 (-0.024 to -0.004) on YAHPO's 10 held-out data sets, +0.004 (-0.010 to
-  +0.019) on the 16 corner tasks (+0.030, +0.016 to +0.044, on the first 4 of them alone), and on every other family no
-  measured difference (-0.008 to +0.007); at half the budget -0.016 on the noisy tasks, -0.011 on YAHPO's held-out, +0.004
-  on the corner tasks and +0.015 (+0.000 to +0.030) on 4 held-out generated tasks.
+  config that would end best is stopped. Paired with that bar (``benchmarks/gate_gain.py``'s ablation, and with the
+  stored rows of the noisy and corner sections' tasks, 10 seeds, and of YAHPO's 15 data sets, 20 seeds), at the full
+  budget: -0.026 (-0.034 to -0.018) regret on the 16 noisy tasks, -0.008 (-0.014 to -0.002) on YAHPO's 10 held-out data
+  sets and +0.002 (-0.003 to +0.008) on its first 5, +0.004 (-0.010 to +0.019) on the 16 corner tasks (+0.030, +0.016 to
+  +0.044, on the first 4 of them alone), and on every other family no measured difference (-0.008 to +0.007); at half the
+  budget -0.016 on the noisy tasks, -0.006 and +0.010 (-0.001 to +0.020) on YAHPO's, +0.004 on the corner tasks and
+  +0.015 (+0.000 to +0.030) on 4 held-out generated tasks.
   Two softer bars were measured and not taken: better there than one of the 3 best trials that trained every epoch was
   (corner and many-knobs tasks and YAHPO's 15 data sets, 20 and 10 seeds, full budget: -0.011 on many-knobs and on
   YAHPO's held-out 10, +0.005 on its first 5, +0.008 on corner); and behind the best one's value there by less than
