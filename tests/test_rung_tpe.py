@@ -366,10 +366,11 @@ def test_bohb_brackets_first_judges_new_trials_later_once_the_stored_ranking_is_
     assert optuna.load_study(study_name="tiny", storage=url).user_attrs[STUDY_ASHA]["brackets"] == BOHB_BRACKETS
 
 
-def test_bohb_gated_trains_no_trial_past_the_last_rung_behind_the_best_finished_one_there(tmp_path, tune_here):
+def test_bohb_gated_trains_no_trial_past_the_last_rung_that_cannot_pass_the_best_finished_one(tmp_path, tune_here):
     # A real `tune run`. The tiny space's rungs are epochs 1, 2 and 4 of 4, so the gate is epoch 2. The study is made by a
     # first run, then given one finished trial far ahead of any real one at epoch 2 and 8 stopped ones far behind, so that
-    # ASHA's own bars (the medians at epochs 1 and 2) let every new trial through: only the gate can stop them at epoch 2.
+    # ASHA's own bars (the medians at epochs 1 and 2) let every new trial through: only the gate can stop them at epoch 2,
+    # where none can reach the given trial's 1e-6 gaining what the first run's trials gained after it.
     best = {1: 9.0, 2: 1e-6, 4: 1e-6}
     url, before = tiny_study_given(tmp_path, tune_here, [best, *({1: 9 + n / 10, 2: 9 + n / 10} for n in range(8))])
     tune_here("run", SPACES / "tiny.py", "--storage", url, "--trials", before + 4, "--sampler", "bohb-gated",
