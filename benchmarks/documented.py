@@ -21,7 +21,8 @@ the same way). The two kinds are two families, so that every table and plot show
 
 Every method gets the documented configs first, as its library takes configs to try first: ``tune run`` enqueues them, as
 it does a space's baselines; stock Ray Tune as OptunaSearch's ``points_to_evaluate``; plain Optuna by ``enqueue_trial``.
-An ablation, the default without the prior, runs them first and draws its random share uniformly. Besides regret (the
+An ablation, the default without the prior, runs them first and draws its random share uniformly. A candidate, the default
+whose draws about them are local moves (one or two knobs redrawn), runs them first too. Besides regret (the
 search-quality tables), the section counts the runs whose recommended config is better than the best documented one,
 noise-free, at each budget fraction, and when each first was: the question :mod:`benchmarks.seed_spaces` asks of the
 logs' own spaces, where the answer is not known.
@@ -48,6 +49,7 @@ BEST_BASIN = 0.01  # regret of the optimum a log was tuned towards under which i
 METHODS = (
     search_quality.DEFAULT_METHOD,
     "gated_no_prior",
+    "gated_local_prior",
     "tune_random",
     *search_quality.STOCK,
 )

@@ -44,6 +44,10 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``gated_leader_gain``: ``bohb-gated`` whose gate bars a trial at the last rung unless it is better there than the best
   finished trial was (that trial's own gain to its last epoch, not the most any finished trial gained): the gate before
   2026-12-07 (:mod:`benchmarks.gate_gain`).
+- ``gated_local``: ``bohb-gated`` whose draws about a config are local moves (the config with one or two of its knobs
+  redrawn, as a researcher's next run moves one) and half of whose uniform share is drawn so about the trial leading at a
+  rung; ``gated_local_prior``: the local moves about the documented configs alone (:mod:`benchmarks.documented`).
+  Candidates measured and not taken (:data:`studies.rung_tpe.LOCAL_KNOBS`).
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -112,13 +116,23 @@ VARIANTS = {
         {"gate_by_most_gain": False},
         "bohb-gated",
     ),
+    "gated_local": (
+        "candidate: bohb-gated whose draws about a config redraw one or two of its knobs, half its uniform share about the leader",
+        {"incumbent_draws": True, "local_moves": True},
+        "bohb-gated",
+    ),
+    "gated_local_prior": (
+        "candidate: bohb-gated whose draws about a documented config redraw one or two of its knobs",
+        {"local_moves": True},
+        "bohb-gated",
+    ),
 }
 SCHEDULER_SETTINGS = ("gate_by_most_gain",)  # a variant's settings that go to its ASHA (studies.driver.rungs), not its sampler
 # Listed after the stock methods: a method's colour is its place in METHODS, and the plots measured before these existed
 # keep theirs.
-LATER_VARIANTS = ("gated_random_1", "gated_no_prior", "gated_leader_gain")
+LATER_VARIANTS = ("gated_random_1", "gated_no_prior", "gated_leader_gain", "gated_local", "gated_local_prior")
 # Where no config is documented (every family here) it is bohb-gated itself: run only in benchmarks/documented.py.
-DOCUMENTED_ONLY = ("gated_no_prior",)
+DOCUMENTED_ONLY = ("gated_no_prior", "gated_local_prior")
 METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
     **{method: label for method, (label, _, _) in VARIANTS.items() if method not in LATER_VARIANTS},

@@ -315,6 +315,23 @@ def test_the_incumbent_candidate_draws_half_the_random_share_about_the_trial_lea
     assert 0.22 < sum(x > 0.7 for x, _ in uniform) / 400 < 0.38
 
 
+def test_a_local_move_keeps_the_documented_config_but_for_one_or_two_knobs_it_redraws():
+    # Half the random share is drawn about the documented config; as local moves, each keeps 2 or 3 of its 4 knobs exactly
+    # and changes the others (a choice to another one). A uniform draw keeps no float, and the choice a third of the time.
+    documented = {"x": 0.5, "y": 0.25, "z": 0.75, "kind": "a"}
+    study = optuna.create_study(sampler=RungTPESampler(seed=0, random_fraction=1.0, prior=[documented], local_moves=True))
+    kept = []
+    for _ in range(400):
+        trial = study.ask()
+        params = {name: trial.suggest_float(name, 0.0, 1.0) for name in ("x", "y", "z")}
+        params["kind"] = trial.suggest_categorical("kind", ["a", "b", "c"])
+        study.tell(trial, 1.0)
+        kept.append(sum(params[name] == value for name, value in documented.items()))
+    moves = [count for count in kept if count >= 2]
+    assert 0.42 < len(moves) / 400 < 0.58
+    assert set(moves) == {2, 3} and 0.38 < moves.count(3) / len(moves) < 0.62
+
+
 def test_bohb_is_a_registered_search_method_whose_prior_is_the_spaces_baselines():
     assert "bohb" in SAMPLERS
     space = load_space(SPACES / "tiny.py")
