@@ -20,10 +20,11 @@ With ``gated`` (the default search method's), ASHA spends no epochs on trials th
   config that would end best is stopped. Paired with that bar (``benchmarks/gate_gain.py``'s ablation, and with the rows
   the noisy, corner and YAHPO sections stored under it, 10 seeds on the first two's tasks and 20 on YAHPO's 15 data sets;
   the ablation reproduces such rows run for run), at the full budget: -0.026 (-0.034 to -0.018) regret on the 16 noisy
-  tasks, -0.008 (-0.014 to -0.002) on YAHPO's 10 held-out data sets and +0.002 (-0.003 to +0.008) on its first 5, +0.004 (-0.010 to +0.019) on the 16 corner tasks (+0.030, +0.016 to
-  +0.044, on the first 4 of them alone), and on every other family no measured difference (-0.008 to +0.007); at half the
-  budget -0.016 on the noisy tasks, -0.006 and +0.010 (-0.001 to +0.020) on YAHPO's, +0.004 on the corner tasks and
-  +0.015 (+0.000 to +0.030) on 4 held-out generated tasks.
+  tasks, -0.008 (-0.014 to -0.002) on YAHPO's 10 held-out data sets and +0.002 (-0.003 to +0.008) on its first 5,
+  +0.004 (-0.010 to +0.019) on the 16 corner tasks (+0.030, +0.016 to +0.044, on the first 4 of them alone), and on
+  every other family no measured difference (-0.008 to +0.007); at half the budget -0.016 on the noisy tasks, -0.006 and
+  +0.010 (-0.001 to +0.020) on YAHPO's, +0.004 on the corner tasks and +0.015 (+0.000 to +0.030) on 4 held-out generated
+  tasks.
   Two softer bars were measured and not taken: better there than one of the 3 best trials that trained every epoch was
   (corner and many-knobs tasks and YAHPO's 15 data sets, 20 and 10 seeds, full budget: -0.011 on many-knobs and on
   YAHPO's held-out 10, +0.005 on its first 5, +0.008 on corner); and behind the best one's value there by less than
