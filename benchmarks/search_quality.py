@@ -33,7 +33,7 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
   own third, against ``bohb``'s half: which part does the work, and how much random is enough.
 - ``bohb_no_rung_check``: the same path without ``bohb``'s check that a rung ranks as later epochs do.
 - ``bohb_incumbent``: the same path with half of ``bohb``'s random share drawn about the trial leading at the
-  highest epoch 3 trials reached (PriorBand's incumbent, in the prior's shape), a candidate not adopted.
+  highest epoch 3 trials reached (PriorBand's incumbent, every knob moved), a candidate not adopted.
 - ``brackets_random_2/3``: ``bohb-brackets`` with a random share of 2/3 against its half: closer to random + ASHA,
   a candidate for robustness.
 - ``brackets_near_copy_0.1``: ``bohb-brackets`` that passes over TPE's candidates within 10 % of a seen config on every
@@ -44,10 +44,12 @@ Methods, each with the same seeds (the problem's noise and the method's own seed
 - ``gated_leader_gain``: ``bohb-gated`` whose gate bars a trial at the last rung unless it is better there than the best
   finished trial was (that trial's own gain to its last epoch, not the most any finished trial gained): the gate before
   2026-12-07 (:mod:`benchmarks.gate_gain`).
-- ``gated_local``: ``bohb-gated`` whose draws about a config are local moves (the config with one or two of its knobs
-  redrawn, as a researcher's next run moves one) and half of whose uniform share is drawn so about the trial leading at a
-  rung; ``gated_local_prior``: the local moves about the documented configs alone (:mod:`benchmarks.documented`).
-  Candidates measured and not taken (:data:`studies.rung_tpe.LOCAL_KNOBS`).
+- ``gated_local``: ``bohb-gated`` with half of its uniform share drawn about the trial leading at a rung as local moves
+  (the config with one or two of its knobs moved, as a researcher's next run moves one) where no config is documented
+  too, as it draws them where one is. A candidate measured and not taken (:data:`studies.rung_tpe.LOCAL_KNOBS`).
+- ``gated_prior_all_knobs``: ``bohb-gated`` whose draws about a documented config move every knob (PriorBand's prior) and
+  none of which is about the leader, as the default's were before 2026-12-08; only where a task documents configs
+  (:mod:`benchmarks.documented`).
 - ``ray_random_asha``: stock Ray Tune: ``OptunaSearch`` with Optuna's ``RandomSampler`` (uniform draws,
   as Ray's own random search makes them) and the same ASHA.
 - ``ray_optuna_asha``: stock Ray Tune ``OptunaSearch`` (TPE), same ASHA: a stopped trial is told to Optuna
@@ -92,7 +94,7 @@ VARIANTS = {
     "bohb_no_rung_check": ("ablation: bohb that models any rung, its ranking checked or not", {"rung_check": False}, "bohb"),
     "bohb_incumbent": (
         "candidate: bohb with half its random share drawn about the trial leading at a rung",
-        {"incumbent_draws": True},
+        {"incumbent_draws": True, "local_moves": False},
         "bohb",
     ),
     "brackets_random_2/3": ("candidate: bohb-brackets with a random share of 2/3", {"random_fraction": 2 / 3}, "bohb-brackets"),
@@ -117,22 +119,22 @@ VARIANTS = {
         "bohb-gated",
     ),
     "gated_local": (
-        "candidate: bohb-gated whose draws about a config redraw one or two of its knobs, half its uniform share about the leader",
-        {"incumbent_draws": True, "local_moves": True},
+        "candidate: bohb-gated with half its uniform share drawn about the trial leading at a rung where no config is documented",
+        {"incumbent_draws": True},
         "bohb-gated",
     ),
-    "gated_local_prior": (
-        "candidate: bohb-gated whose draws about a documented config redraw one or two of its knobs",
-        {"local_moves": True},
+    "gated_prior_all_knobs": (
+        "ablation: bohb-gated whose draws about a documented config move every knob, none about the leader (the prior before)",
+        {"local_moves": False, "incumbent_draws": False},
         "bohb-gated",
     ),
 }
 SCHEDULER_SETTINGS = ("gate_by_most_gain",)  # a variant's settings that go to its ASHA (studies.driver.rungs), not its sampler
 # Listed after the stock methods: a method's colour is its place in METHODS, and the plots measured before these existed
 # keep theirs.
-LATER_VARIANTS = ("gated_random_1", "gated_no_prior", "gated_leader_gain", "gated_local", "gated_local_prior")
+LATER_VARIANTS = ("gated_random_1", "gated_no_prior", "gated_leader_gain", "gated_local", "gated_prior_all_knobs")
 # Where no config is documented (every family here) it is bohb-gated itself: run only in benchmarks/documented.py.
-DOCUMENTED_ONLY = ("gated_no_prior", "gated_local_prior")
+DOCUMENTED_ONLY = ("gated_no_prior", "gated_prior_all_knobs")
 METHODS = {
     **{f"tune_{name}": f"`tune run --sampler {name}`" for name in TUNE_SAMPLERS},
     **{method: label for method, (label, _, _) in VARIANTS.items() if method not in LATER_VARIANTS},

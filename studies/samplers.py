@@ -158,7 +158,8 @@ BOHB_BRACKETS = 3
 @register(
     "bohb",
     "BOHB's model on ASHA: TPE fitted on trials' values at the highest well-filled rung, no near-copies, "
-    "half of the configs random (around the space's baselines for half of those)",
+    "half of the configs random (where the space has baselines, half of those a baseline and a quarter the leader, one or two "
+    "knobs moved)",
 )
 def _bohb(space: Space, settings: SamplerSettings) -> optuna.samplers.BaseSampler:
     from studies.rung_tpe import RungTPESampler

@@ -1,6 +1,7 @@
 """The BOHB-style sampler: good trials judged at one rung, PRUNED or not; a random share; Optuna studies as they are stored."""
 
 import math
+import statistics
 
 import optuna
 import pytest
@@ -256,9 +257,10 @@ def test_a_conditional_knob_is_modelled_too():
 
 
 def test_half_the_random_share_is_drawn_about_the_documented_configs():
-    # One documented config at x = 0.1 of [0, 1]: half the draws come from a Gaussian of width 0.2 about it, truncated to
-    # [0, 1], where 77 % fall below 0.3; uniform draws put 30 % there. A categorical keeps the documented choice 2 times in 3.
-    sampler = RungTPESampler(seed=0, random_fraction=1.0, prior=[{"x": 0.1, "kind": "b", "n": 2}])
+    # PriorBand's every-knob prior (local_moves=False), whose step a local move takes too. One documented config at x = 0.1
+    # of [0, 1]: half the draws come from a Gaussian of width 0.2 about it, truncated to [0, 1], where 77 % fall below 0.3;
+    # uniform draws put 30 % there. A categorical keeps the documented choice 2 times in 3.
+    sampler = RungTPESampler(seed=0, random_fraction=1.0, prior=[{"x": 0.1, "kind": "b", "n": 2}], local_moves=False)
     study = optuna.create_study(sampler=sampler)
     for _ in range(300):
         trial = study.ask()
@@ -275,9 +277,10 @@ def test_half_the_random_share_is_drawn_about_the_documented_configs():
 
 
 def test_draws_about_a_config_at_the_bounds_stay_inside_and_never_repeat_it():
-    # A documented config at both upper bounds: the Gaussian about it is truncated to the range, so the draws stay inside
-    # and none repeats a bound's value (clipped, half of them landed on it). 87 % of them fall above 0.7 of the range.
-    sampler = RungTPESampler(seed=0, random_fraction=1.0, prior=[{"x": 1.0, "lr": 0.3}])
+    # A documented config at both upper bounds: the Gaussian about it is truncated to the range, so the draws with every
+    # knob moved stay inside and none repeats a bound's value (clipped, half of them landed on it). 87 % of them fall above
+    # 0.7 of the range. A local move takes the same step.
+    sampler = RungTPESampler(seed=0, random_fraction=1.0, prior=[{"x": 1.0, "lr": 0.3}], local_moves=False)
     study = optuna.create_study(sampler=sampler)
     for _ in range(300):
         trial = study.ask()
@@ -292,12 +295,13 @@ def test_draws_about_a_config_at_the_bounds_stay_inside_and_never_repeat_it():
 
 def test_the_incumbent_candidate_draws_half_the_random_share_about_the_trial_leading_at_a_rung():
     # Three trials reached epoch 3; the one at x = 0.9 ("c") leads there, though another trained longer. Half the draws are
-    # then about it: 77 % of those fall above 0.7 against 30 % of uniform ones (54 % in all), and "c" is drawn
-    # 1/2 x 1/3 + 1/2 x (2/3 + 1/9) = 56 % of the time. Without the candidate, 30 % and 33 %.
+    # then about it, every knob moved (bohb_incumbent's shape): 77 % of those fall above 0.7 against 30 % of uniform ones
+    # (54 % in all), and "c" is drawn 1/2 x 1/3 + 1/2 x (2/3 + 1/9) = 56 % of the time. Without the candidate, 30 % and 33 %.
     kind = CategoricalDistribution(["a", "b", "c"])
 
     def drawn(incumbent_draws: bool) -> list[tuple[float, str]]:
-        study = optuna.create_study(sampler=RungTPESampler(seed=0, random_fraction=1.0, incumbent_draws=incumbent_draws))
+        sampler = RungTPESampler(seed=0, random_fraction=1.0, incumbent_draws=incumbent_draws, local_moves=False)
+        study = optuna.create_study(sampler=sampler)
         for x, k, curve in [(0.1, "a", {1: 0.6, 3: 0.5, 9: 0.4}), (0.5, "b", {1: 0.7, 3: 0.6}), (0.9, "c", {1: 0.5, 3: 0.2})]:
             study.add_trial(create_trial(
                 state=TrialState.PRUNED, params={"x": x, "kind": k}, distributions={"x": X, "kind": kind}, intermediate_values=curve,
@@ -315,21 +319,70 @@ def test_the_incumbent_candidate_draws_half_the_random_share_about_the_trial_lea
     assert 0.22 < sum(x > 0.7 for x, _ in uniform) / 400 < 0.38
 
 
-def test_a_local_move_keeps_the_documented_config_but_for_one_or_two_knobs_it_redraws():
-    # Half the random share is drawn about the documented config; as local moves, each keeps 2 or 3 of its 4 knobs exactly
-    # and changes the others (a choice to another one). A uniform draw keeps no float, and the choice a third of the time.
+def test_a_draw_about_the_documented_config_keeps_it_but_for_one_or_two_knobs_it_moves_a_step():
+    # Half the random share is drawn about the documented config, as local moves: each keeps 2 or 3 of its 4 knobs exactly
+    # and changes the others, a choice to another one, a float by a step of about a fifth of its range (a uniform redraw
+    # would move it by a quarter or more at the median). A uniform draw keeps no float, and the choice a third of the time.
     documented = {"x": 0.5, "y": 0.25, "z": 0.75, "kind": "a"}
-    study = optuna.create_study(sampler=RungTPESampler(seed=0, random_fraction=1.0, prior=[documented], local_moves=True))
-    kept = []
+    study = optuna.create_study(sampler=RungTPESampler(seed=0, random_fraction=1.0, prior=[documented]))
+    kept, steps = [], []
     for _ in range(400):
         trial = study.ask()
         params = {name: trial.suggest_float(name, 0.0, 1.0) for name in ("x", "y", "z")}
         params["kind"] = trial.suggest_categorical("kind", ["a", "b", "c"])
         study.tell(trial, 1.0)
-        kept.append(sum(params[name] == value for name, value in documented.items()))
+        same = [name for name, value in documented.items() if params[name] == value]
+        kept.append(len(same))
+        if len(same) >= 2:
+            steps += [abs(params[name] - documented[name]) for name in ("x", "y", "z") if name not in same]
     moves = [count for count in kept if count >= 2]
     assert 0.42 < len(moves) / 400 < 0.58
     assert set(moves) == {2, 3} and 0.38 < moves.count(3) / len(moves) < 0.62
+    assert 0.08 < statistics.median(steps) < 0.2
+
+
+def test_priorbands_own_prior_moves_every_knob_of_the_documented_config():
+    # local_moves=False (the benchmark's ablation): every float of a draw about the documented config moves.
+    documented = {"x": 0.5, "y": 0.25}
+    study = optuna.create_study(sampler=RungTPESampler(seed=0, random_fraction=1.0, prior=[documented], local_moves=False))
+    changed = []
+    for _ in range(100):
+        trial = study.ask()
+        params = {name: trial.suggest_float(name, 0.0, 1.0) for name in documented}
+        study.tell(trial, 1.0)
+        changed.append(sum(params[name] != value for name, value in documented.items()))
+    assert set(changed) == {2}
+
+
+def test_where_configs_are_documented_a_quarter_of_the_random_share_moves_one_or_two_knobs_of_the_leader():
+    # PriorBand's incumbent: with a documented config, half the random draws are about it and half the rest about the trial
+    # leading at epoch 3 ("c", x = 0.9), each keeping 2 or 3 of its 4 knobs; with none documented, every draw is uniform and
+    # keeps no float of the leader.
+    kind = CategoricalDistribution(["a", "b", "c"])
+    leader = {"x": 0.9, "y": 0.1, "z": 0.5, "kind": "c"}
+
+    def kept_of_leader(prior: list[dict]) -> list[int]:
+        study = optuna.create_study(sampler=RungTPESampler(seed=0, random_fraction=1.0, prior=prior))
+        for params, curve in [
+            (leader, {1: 0.5, 3: 0.2}),
+            ({**leader, "x": 0.1}, {1: 0.6, 3: 0.5}),
+            ({**leader, "y": 0.7}, {3: 0.6}),
+        ]:
+            study.add_trial(create_trial(
+                state=TrialState.PRUNED, params=params, distributions={"x": X, "y": X, "z": X, "kind": kind}, intermediate_values=curve,
+            ))  # fmt: skip
+        kept = []
+        for _ in range(400):
+            trial = study.ask()
+            params = {name: trial.suggest_float(name, 0.0, 1.0) for name in ("x", "y", "z")}
+            params["kind"] = trial.suggest_categorical("kind", ["a", "b", "c"])
+            study.tell(trial, 1.0)  # no curve: the leader stays the same
+            kept.append(sum(params[name] == value for name, value in leader.items()))
+        return kept
+
+    documented = kept_of_leader([{"x": 0.2, "y": 0.8, "z": 0.3, "kind": "a"}])
+    assert 0.18 < sum(count >= 2 for count in documented) / 400 < 0.32
+    assert max(kept_of_leader([])) <= 1
 
 
 def test_bohb_is_a_registered_search_method_whose_prior_is_the_spaces_baselines():
