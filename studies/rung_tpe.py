@@ -127,14 +127,15 @@ INCUMBENT_POINTS = 3  # PriorBand's incumbent: the leader of a rung that eta (3)
 PRIOR_WIDTH = 0.2
 PRIOR_KEEP = 2 / 3
 # A local move keeps a config but for one or two knobs, as the logs' sweeps moved one knob or crossed two. Paired with
-# PriorBand's every-knob prior without its incumbent (the default before) over 10 seeds of benchmarks/documented.py's tasks
+# PriorBand's every-knob prior without its incumbent (the default before) over 20 seeds of benchmarks/documented.py's tasks
 # (2026-12-08), regret at the full budget where the documented configs point at the best / at another mode:
-# -0.014 (-0.023 to -0.005) / -0.041 (-0.071 to -0.011); local moves about the documented configs alone, -0.020 / -0.009
-# (-0.038 to +0.021); a moved numeric knob redrawn uniformly over its range instead of stepped, -0.012 / +0.023 (-0.001 to
-# +0.047) (2026-12-07). On flyvis the default found a config better than the documented ones in 4 of seeds 0 to 4, the one
-# before in 1 of seeds 0, 2, 3 and 4, local moves about the documented configs alone in none of seeds 0 to 2. Where none is
-# documented the incumbent draws are off: always on, paired over seeds 0 to 9 of benchmarks/gate_gain.py's 35 tasks,
-# +0.002 (-0.022 to +0.026) at the full budget and +0.022 (+0.007 to +0.037) at half on the corner tasks.
+# -0.021 (-0.032 to -0.011) / -0.024 (-0.043 to -0.006), medians 0.063 / 0.228 against 0.075 / 0.245. Over seeds 0 to 9:
+# local moves about the documented configs alone, -0.020 / -0.009 (-0.038 to +0.021); a moved numeric knob redrawn
+# uniformly over its range instead of stepped, -0.012 / +0.023 (-0.001 to +0.047) (2026-12-07). On flyvis the default
+# found a config better than the documented ones in 5 of 9 studies of seeds 0 to 4, the one before in 1 of 8, local moves
+# about the documented configs alone in none of seeds 0 to 2 (README, "How they compare"). Where none is documented the
+# incumbent draws are off: always on, paired over seeds 0 to 9 of benchmarks/gate_gain.py's 35 tasks, +0.002 (-0.022 to
+# +0.026) at the full budget and +0.022 (+0.007 to +0.037) at half on the corner tasks.
 LOCAL_KNOBS = (1, 2)
 
 
